@@ -1,0 +1,108 @@
+"""Artifact metadata: one JSON layout for checkpoints, ONNX files and engine headers.
+
+Everything a runtime needs to use a model file travels inside it: the model config
+(image size, channels, timesteps, top-k, noise seed), the pre-processing, thresholds
+and, for engines, the TensorRT version and GPU it was built on. Parsed from JSON and
+validated field by field; never pickle, never eval.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from .config import ModelConfig
+from .errors import CheckpointError
+from .preprocess import OFFSET, SCALE
+from .version import FORMAT_VERSION, __version__
+
+FORMAT_NAME = "dad_edge"
+KINDS = ("checkpoint", "onnx", "tensorrt")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds on the raw scores; None until calibrated."""
+
+    image: Optional[float] = None  # score >= image -> anomalous image
+    pixel: Optional[float] = None  # map >= pixel -> anomalous pixel
+    source: str = "uncalibrated"  # how they were chosen, for the record
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"image": self.image, "pixel": self.pixel, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str) -> "Thresholds":
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{where}: 'thresholds' must be an object")
+        for key in ("image", "pixel"):
+            v = d.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
+                raise CheckpointError(f"{where}: threshold {key}={v!r} must be null or a number in [0, 1]")
+        return cls(d.get("image"), d.get("pixel"), str(d.get("source", "uncalibrated")))
+
+
+def build_metadata(cfg: ModelConfig, kind: str = "checkpoint", thresholds: Thresholds = Thresholds(),
+                   **extra: Any) -> Dict[str, Any]:
+    """The metadata dict of a new artifact; `extra` adds sections such as training or tensorrt."""
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "kind": kind,
+        "model": cfg.to_dict(),
+        "preprocessing": {
+            "model_color_order": "RGB" if cfg.channels == 3 else "GRAY",
+            "resize": "bilinear, half-pixel centres, edge clamp",
+            "scale": SCALE,
+            "offset": OFFSET,
+        },
+        "thresholds": thresholds.to_dict(),
+    }
+    meta.update(extra)
+    return validate_metadata(meta, "new metadata")
+
+
+def validate_metadata(meta: Any, where: str) -> Dict[str, Any]:
+    """Check a parsed metadata dict; raise CheckpointError naming `where` and what to do."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{where} is not a dad_edge model (no dad_edge metadata); "
+                              "use a file written by `dad-edge train` or `dad-edge export`")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{where}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where} was written by dad_edge {meta.get('library_version', '?')} (format {version}); this is "
+            f"dad_edge {__version__} (format {FORMAT_VERSION}): upgrade dad_edge to load it")
+    if meta.get("kind") not in KINDS:
+        raise CheckpointError(f"{where}: unknown artifact kind {meta.get('kind')!r}; expected one of {KINDS}")
+    try:
+        ModelConfig.from_dict(meta.get("model"))
+    except Exception as exc:  # ConfigError or a malformed structure
+        raise CheckpointError(f"{where}: bad model config: {exc}") from None
+    pre = meta.get("preprocessing")
+    if not isinstance(pre, dict) or not all(isinstance(pre.get(k), (int, float)) for k in ("scale", "offset")):
+        raise CheckpointError(f"{where}: 'preprocessing' must hold numeric 'scale' and 'offset'")
+    Thresholds.from_dict(meta.get("thresholds", {}), where)
+    return meta
+
+
+def model_config(meta: Dict[str, Any]) -> ModelConfig:
+    return ModelConfig.from_dict(meta["model"])
+
+
+def thresholds(meta: Dict[str, Any]) -> Thresholds:
+    return Thresholds.from_dict(meta.get("thresholds", {}), "metadata")
+
+
+def dumps(meta: Dict[str, Any]) -> str:
+    return json.dumps(meta, sort_keys=True)
+
+
+def loads(text: str, where: str) -> Dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise CheckpointError(f"{where}: metadata is not valid JSON ({exc}); the file is damaged") from None
+    return validate_metadata(meta, where)
