@@ -40,43 +40,45 @@ _KEY_COLUMN = 0 if sys.byteorder == "little" else 1  # the low 32 bits of each u
 class _Stream:
     """Scores sorted in descending order, each packed with its key."""
 
-    packed: np.ndarray  # (n,) uint64: high word ~order bits, low word int32 key
-    decode: Callable[[np.ndarray], np.ndarray]  # order bits -> original scores
+    packed: np.ndarray  # (n,) uint64: high word a code that sorts like -score, low word int32 key
+    decode: Callable[[np.ndarray], np.ndarray]  # codes -> scores
     key_offset: int  # key + key_offset indexes a per-key table (0 for the lowest key)
 
 
-def _order_bits(scores: np.ndarray) -> Tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """uint32 codes that sort like the scores (equal iff the scores are equal), and their inverse."""
+def _write_codes(scores: np.ndarray, out: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Write uint32 codes that sort like the scores, reversed, into `out` (equal iff the
+    scores are equal); return the inverse, codes -> scores."""
     if scores.dtype.kind == "f" and np.isnan(scores).any():
         raise ValueError("scores contain NaN")
     if scores.dtype == np.float32:
-        # IEEE-754 trick: flip all bits of negatives and the sign bit of positives.
+        # IEEE-754: flipping the magnitude bits of non-negative floats and nothing of
+        # negative ones gives unsigned integers that sort in descending float order.
         bits = scores.view(np.uint32)
-        code = bits >> np.uint32(31)
-        code *= np.uint32(0x7FFFFFFF)
-        code |= np.uint32(0x80000000)
-        code ^= bits
-        code[code == 0x7FFFFFFF] = 0x80000000  # -0.0 ties with +0.0
+        flip = scores.view(np.int32) >> 31  # -1 for negative floats, 0 otherwise
+        np.invert(flip, out=flip)
+        flip &= 0x7FFFFFFF
+        np.bitwise_xor(bits, flip.view(np.uint32), out=out)
+        del flip
+        out[out == 0x80000000] = 0x7FFFFFFF  # -0.0 ties with +0.0
 
-        def decode(c: np.ndarray) -> np.ndarray:
-            c = np.asarray(c, np.uint32)
-            flip = np.where(c >> np.uint32(31) == 1, np.uint32(0x80000000), np.uint32(0xFFFFFFFF))
-            return (c ^ flip).view(np.float32)
+        def decode(code: np.ndarray) -> np.ndarray:
+            code = np.asarray(code, np.uint32)
+            negative = code >> np.uint32(31) == 1
+            return np.where(negative, code, code ^ np.uint32(0x7FFFFFFF)).view(np.float32)
 
-        return code, decode
+        return decode
     # Any other dtype: dense ranks keep ties exact (slower: np.unique sorts).
     values, inverse = np.unique(scores, return_inverse=True)
-    return inverse.reshape(-1).astype(np.uint32), lambda c: values[np.asarray(c, np.int64)]
+    np.invert(inverse.reshape(-1).astype(np.uint32), out=out)
+    return lambda code: values[np.invert(np.asarray(code, np.uint32)).astype(np.int64)]
 
 
 def _make_stream(scores: np.ndarray, keys: np.ndarray, key_offset: int) -> _Stream:
     """Sort (score descending, key) pairs with one uint64 sort."""
-    code, decode = _order_bits(scores.reshape(-1))
-    packed = code.astype(np.uint64)
-    del code
-    packed ^= _LOW_WORD  # ~code: ascending sort of the packed words = descending score
-    packed <<= np.uint64(32)
-    packed |= np.ascontiguousarray(keys.reshape(-1), dtype=np.int32).view(np.uint32)
+    packed = np.empty(keys.size, np.uint64)
+    words = packed.view(np.uint32).reshape(-1, 2)  # (n, 2): key, code
+    words[:, _KEY_COLUMN] = keys.reshape(-1).view(np.uint32)
+    decode = _write_codes(scores.reshape(-1), words[:, 1 - _KEY_COLUMN])
     packed.sort()
     return _Stream(packed, decode, key_offset)
 
@@ -97,14 +99,14 @@ def _groups(stream: _Stream, keep: Optional[np.ndarray]) -> Iterator[Tuple[np.nd
         stop = min(start + _CHUNK, n)
         if stop < n:  # extend to the end of the tie group of the chunk's last element
             stop = int(np.searchsorted(packed, packed[stop - 1] | _LOW_WORD, side="right"))
-        words = packed[start:stop].view(np.uint32).reshape(-1, 2)  # (m, 2): key, ~code
+        chunk = packed[start:stop]
         start = stop
-        key, high = words[:, _KEY_COLUMN].view(np.int32), words[:, 1 - _KEY_COLUMN]
         if keep is not None:
-            kept = keep[key + stream.key_offset]
-            key, high = key[kept], high[kept]
-            if key.size == 0:
+            chunk = chunk[keep[chunk.view(np.int32)[_KEY_COLUMN::2] + stream.key_offset]]
+            if chunk.size == 0:
                 continue
+        words = chunk.view(np.uint32).reshape(-1, 2)  # (m, 2): key, code
+        key, high = words[:, _KEY_COLUMN].view(np.int32), words[:, 1 - _KEY_COLUMN]
         ends = np.append(np.flatnonzero(high[1:] != high[:-1]), key.size - 1)
         tps = np.cumsum(key > 0, dtype=np.int64)[ends]
         fps = ends + 1 - tps
@@ -164,7 +166,7 @@ def _evaluate(stream: _Stream, n_pos: int, n_neg: int, keep: Optional[np.ndarray
         auroc=auc2 / (2 * n_pos * n_neg) if defined and n_neg > 0 else None,
         ap=ap / n_pos if defined else None,
         f1=2 * best_f1 if defined else None,
-        f1_threshold=float(stream.decode(~best_high)) if defined else None,
+        f1_threshold=float(stream.decode(best_high)) if defined else None,
         au_pro=pro_area / fpr_limit if pro_weight is not None and defined and n_neg > 0 else None,
     )
 
@@ -211,7 +213,7 @@ def roc_curve(labels, scores, drop_intermediate: bool = True) -> Tuple[np.ndarra
         corner = np.logical_or(np.diff(fps, 2), np.diff(tps, 2))
         kept = np.flatnonzero(np.concatenate(([True], corner, [True])))
         high, tps, fps = high[kept], tps[kept], fps[kept]
-    thresholds = np.concatenate(([np.inf], stream.decode(~high).astype(np.float64)))
+    thresholds = np.concatenate(([np.inf], stream.decode(high).astype(np.float64)))
     fpr = np.concatenate(([0.0], fps / n_neg))
     tpr = np.concatenate(([0.0], tps / n_pos))
     return fpr, tpr, thresholds

@@ -1,0 +1,173 @@
+import numpy as np
+import pytest
+
+from dad_edge.errors import ConfigError, DataError
+from dad_edge.imageio import read_image, write_image
+from dad_edge.perlin import perlin_mask, perlin_noise
+from dad_edge.synthetic import AnomalySynthesizer, otsu_foreground, procedural_texture, stripe_shuffle
+
+S = 64
+
+
+def _image(channels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:S, 0:S]
+    base = (yy * 2 + xx)[:, :, None] + rng.integers(0, 40, (S, S, channels))
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def test_perlin_noise_vanishes_on_lattice_and_is_deterministic():
+    n = perlin_noise((64, 48), (4, 3), np.random.default_rng(1))
+    assert n.shape == (64, 48) and n.dtype == np.float32
+    assert np.abs(n[::16, ::16]).max() < 1e-6  # gradient noise is 0 at lattice points
+    assert np.abs(n).max() <= 1.5 and n.std() > 0.1
+    np.testing.assert_array_equal(n, perlin_noise((64, 48), (4, 3), np.random.default_rng(1)))
+    assert perlin_noise((50, 37), (32, 8), np.random.default_rng(0)).shape == (50, 37)  # not divisible
+
+
+def test_perlin_noise_is_smooth():
+    n = perlin_noise((128, 128), (4, 4), np.random.default_rng(2))
+    assert np.abs(np.diff(n, axis=0)).max() < 0.15 and np.abs(np.diff(n, axis=1)).max() < 0.15
+
+
+def test_perlin_mask_values_fraction_determinism():
+    masks = [perlin_mask(S, np.random.default_rng(i)) for i in range(40)]
+    for m in masks:
+        assert m.shape == (S, S) and m.dtype == np.float32
+        assert set(np.unique(m)) <= {0.0, 1.0}
+    fraction = np.mean([m.mean() for m in masks])
+    assert 0.01 < fraction < 0.2
+    assert sum(m.any() for m in masks) >= 30
+    np.testing.assert_array_equal(masks[5], perlin_mask(S, np.random.default_rng(5)))
+    assert not np.array_equal(masks[5], masks[6])
+    with pytest.raises(ConfigError):
+        perlin_mask(S, np.random.default_rng(0), min_scale=3, max_scale=3)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_synthesizer_deterministic(channels):
+    synth = AnomalySynthesizer(S, channels)
+    img = _image(channels)
+    for seed in range(6):
+        a = synth(img, np.random.default_rng(seed))
+        b = synth(img, np.random.default_rng(seed))
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        assert a[2] == b[2]
+        assert a[0].shape == (S, S, channels) and a[0].dtype == np.uint8
+        assert a[1].shape == (S, S) and a[1].dtype == np.float32
+
+
+def test_probabilities():
+    img = _image()
+    normal = AnomalySynthesizer(S, 3, anomaly_prob=0.0)
+    aug, mask, anomalous = normal(img, np.random.default_rng(0))
+    assert not anomalous and not mask.any()
+    np.testing.assert_array_equal(aug, img)
+    always = AnomalySynthesizer(S, 3, anomaly_prob=1.0)
+    results = [always(img, np.random.default_rng(i)) for i in range(20)]
+    assert sum(r[2] for r in results) >= 18  # only an empty Perlin mask after retries stays normal
+    for aug, mask, anomalous in results:
+        assert anomalous == bool(mask.any())
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(aug[mask == 0], img[mask == 0])  # untouched outside M
+        if anomalous:
+            assert np.abs(aug.astype(int) - img)[mask == 1].max() > 0
+    half = AnomalySynthesizer(S, 3, anomaly_prob=0.5)
+    rate = np.mean([half(img, np.random.default_rng(i))[2] for i in range(200)])
+    assert 0.35 < rate < 0.65
+
+
+def test_blend_formula(monkeypatch):
+    img = _image()
+    synth = AnomalySynthesizer(S, 3, anomaly_prob=1.0)
+    monkeypatch.setattr(synth, "_source", lambda image, rng: np.full_like(image, 250))
+    aug, mask, anomalous = synth(img, np.random.default_rng(3))
+    assert anomalous
+    x = img.astype(np.float64)[mask == 1]
+    # aug = (1-b) * 250 + b * x inside M: solve b by least squares, check it fits every pixel.
+    d = x - 250
+    b = float((d * (aug[mask == 1] - 250.0)).sum() / (d * d).sum())
+    assert 0.2 <= b <= 0.8
+    np.testing.assert_allclose(aug[mask == 1], np.rint((1 - b) * 250 + b * x), atol=1)
+
+
+def test_texture_dir(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    with pytest.raises(DataError, match="notes.*no image"):
+        AnomalySynthesizer(S, 3, texture_dir=tmp_path / "notes")
+    with pytest.raises(DataError, match="absent"):
+        AnomalySynthesizer(S, 3, texture_dir=tmp_path / "absent")
+    tex = np.zeros((80, 100, 3), np.uint8)
+    tex[..., 1] = 255  # pure green: visible in the blend whatever the augmentations
+    write_image(tmp_path / "dtd" / "banded" / "t.jpg", tex)  # nested like DTD
+    synth = AnomalySynthesizer(S, 3, texture_dir=tmp_path / "dtd", anomaly_prob=1.0, self_source_prob=0.0)
+    a = synth(_image(), np.random.default_rng(1))
+    b = synth(_image(), np.random.default_rng(1))
+    assert a[2]
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_foreground_folder(tmp_path):
+    fg = np.zeros((32, 32), np.uint8)
+    fg[8:24, 8:24] = 255
+    write_image(tmp_path / "fg" / "img7.png", fg)
+    synth = AnomalySynthesizer(S, 3, foreground=tmp_path / "fg", anomaly_prob=1.0)
+    ref = synth.foreground_for("img7")
+    assert ref.shape == (S, S) and ref.dtype == bool and ref.sum() == 32 * 32
+    hits = 0
+    for i in range(10):
+        _, mask, anomalous = synth(_image(), np.random.default_rng(i), stem="img7")
+        assert not (mask.astype(bool) & ~ref).any()
+        hits += anomalous
+    assert hits >= 5
+    with pytest.raises(DataError, match="other"):
+        synth(_image(), np.random.default_rng(0), stem="other")
+    with pytest.raises(DataError, match="not-here"):
+        AnomalySynthesizer(S, 3, foreground=tmp_path / "not-here")
+
+
+def test_otsu_foreground():
+    img = np.full((S, S, 1), 40, np.uint8)
+    img[16:48, 16:48] = 200  # object: a quarter of the image
+    fg = otsu_foreground(img)
+    assert fg[32, 32] and not fg[2, 2] and 0.2 < fg.mean() < 0.3
+    dark_object = 240 - img
+    assert (otsu_foreground(dark_object) == fg).all()  # polarity does not matter
+    assert otsu_foreground(np.full((S, S, 3), 9, np.uint8)).all()  # uniform: everywhere
+    synth = AnomalySynthesizer(S, 1, foreground="otsu", anomaly_prob=1.0)
+    for i in range(8):
+        _, mask, _ = synth(img, np.random.default_rng(i))
+        assert not (mask.astype(bool) & ~fg).any()
+
+
+def test_stripe_shuffle_and_textures():
+    img = _image()
+    for seed in range(10):
+        out = stripe_shuffle(img, np.random.default_rng(seed))
+        assert not np.array_equal(out, img)
+        np.testing.assert_array_equal(np.sort(out, axis=None), np.sort(img, axis=None))  # a permutation
+    for seed in range(12):
+        for channels in (1, 3):
+            t = procedural_texture(S, channels, np.random.default_rng(seed))
+            assert t.shape == (S, S, channels) and t.dtype == np.uint8 and t.std() > 3
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError):
+        AnomalySynthesizer(S, 2)
+    with pytest.raises(ConfigError):
+        AnomalySynthesizer(S, 3, anomaly_prob=1.5)
+    with pytest.raises(DataError, match="shape"):
+        AnomalySynthesizer(S, 3)(_image(1), np.random.default_rng(0))
+
+
+def test_preview(tmp_path):
+    synth = AnomalySynthesizer(S, 3)
+    images = np.stack([_image(3, s) for s in range(3)])
+    paths = synth.preview(images, 4, tmp_path / "prev", seed=1)
+    assert len(paths) == 4 and all(p.is_file() for p in paths)
+    sheet = read_image(paths[0])
+    assert sheet.shape == (S, 2 * S, 3)
+    assert set(np.unique(sheet[:, S:])) <= {0, 255}
