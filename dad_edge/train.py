@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -214,22 +215,23 @@ class Trainer:
         while self.epoch < max_epochs and not stop:
             gen = torch.Generator().manual_seed(opts.seed * 100003 + self.epoch)
             start, seen, losses = time.time(), 0, []
-            bar = tqdm(total=len(self.train), desc=f"epoch {self.epoch + 1}", disable=not opts.progress,
-                       leave=False, dynamic_ncols=True)
+            # A live bar on a terminal; logs and CI get the one line per epoch below.
+            bar = tqdm(total=len(self.train), desc=f"epoch {self.epoch + 1}", leave=False, dynamic_ncols=True,
+                       disable=not (opts.progress and sys.stderr.isatty()))
             for x, mask, normal in self.train.epoch(self.epoch):
                 terms = self._loss(x, mask, normal, gen)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(terms.total).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-                loss = float(terms.total)
+                loss = float(terms.total.detach())
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss} at epoch {self.epoch + 1}; lower the learning "
                                              "rates (--lr-unet/--lr-seg) or use --resume from the last good state")
                 losses.append(loss)
                 seen += x.shape[0]
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", noise=f"{float(terms.noise):.4f}",
+                bar.set_postfix(loss=f"{loss:.4f}", noise=f"{float(terms.noise.detach()):.4f}",
                                 img_s=f"{seen / max(time.time() - start, 1e-9):.1f}")
                 if budget is not None and self.elapsed + time.time() - start >= budget:
                     stop = True

@@ -1,0 +1,1 @@
+"""Export to ONNX and TensorRT (installed as dad_edge.export)."""
