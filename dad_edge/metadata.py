@@ -18,6 +18,7 @@ from .version import FORMAT_VERSION, __version__
 
 FORMAT_NAME = "dad_edge"
 KINDS = ("checkpoint", "onnx", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,29 @@ def validate_metadata(meta: Any, where: str) -> Dict[str, Any]:
     if not isinstance(pre, dict) or not all(isinstance(pre.get(k), (int, float)) for k in ("scale", "offset")):
         raise CheckpointError(f"{where}: 'preprocessing' must hold numeric 'scale' and 'offset'")
     Thresholds.from_dict(meta.get("thresholds", {}), where)
+    if meta["kind"] == "tensorrt":
+        _check_tensorrt(meta.get("tensorrt"), where)
     return meta
+
+
+def _check_tensorrt(section: Any, where: str) -> None:
+    """An engine is only usable with the TensorRT version and GPU it was built for: both must be recorded."""
+    ok = (isinstance(section, dict) and isinstance(section.get("version"), str)
+          and isinstance(section.get("compute_capability"), str) and section.get("precision") in PRECISIONS)
+    if not ok:
+        raise CheckpointError(f"{where}: engine metadata needs a 'tensorrt' section with the TensorRT 'version', "
+                              f"the GPU 'compute_capability' and a 'precision' in {PRECISIONS}; re-export the "
+                              "engine with `dad-edge export ... --format engine`")
+
+
+def derive_metadata(meta: Dict[str, Any], kind: str, **sections: Any) -> Dict[str, Any]:
+    """Metadata of an artifact made from another (checkpoint -> ONNX -> engine).
+
+    The model, thresholds and training record carry over; kind, library and format
+    version are this library's; `sections` add or replace top-level sections.
+    """
+    new = {**meta, "kind": kind, "library_version": __version__, "format_version": FORMAT_VERSION, **sections}
+    return validate_metadata(new, f"new {kind} metadata")
 
 
 def model_config(meta: Dict[str, Any]) -> ModelConfig:

@@ -189,7 +189,7 @@ def _binary_stream(labels, scores) -> Tuple[_Stream, int, int]:
     if not (positive | (labels == 0)).all():
         raise ValueError("labels must be 0/1 or bool")
     n_pos = int(positive.sum())
-    keys = np.where(positive, 1, -1).astype(np.int32)
+    keys = np.where(positive, np.int32(1), np.int32(-1))
     return _make_stream(scores, keys, key_offset=1), n_pos, labels.size - n_pos
 
 
@@ -199,6 +199,30 @@ def _need_both_classes(what: str, n_pos: int, n_neg: int) -> None:
                          f"({n_pos} positive, {n_neg} negative)")
 
 
+def _roc_points(stream: _Stream, drop_intermediate: bool) -> Iterator[Tuple[np.ndarray, ...]]:
+    """Yield (codes, tps, fps) of the ROC points chunk by chunk.
+
+    With `drop_intermediate`, only sklearn's points: the first, the last and every corner
+    (a change of slope), decided with one point of look-ahead so that a pixel ROC never
+    holds all of its collinear points at once.
+    """
+    tail = None  # the last two points so far: the first is decided, the second is not
+    for _, _, high, tps, fps in _groups(stream, None):
+        if not drop_intermediate:
+            yield high, tps, fps
+            continue
+        if tail is None:
+            yield high[:1], tps[:1], fps[:1]
+            seq = (high, tps, fps)
+        else:
+            seq = tuple(np.concatenate(pair) for pair in zip(tail, (high, tps, fps)))
+        corner = 1 + np.flatnonzero(np.logical_or(np.diff(seq[2], 2), np.diff(seq[1], 2)))
+        yield tuple(a[corner] for a in seq)
+        tail = tuple(a[-2:] for a in seq)
+    if drop_intermediate and tail[0].size == 2:  # the last point, unless it is also the first
+        yield tuple(a[-1:] for a in tail)
+
+
 def roc_curve(labels, scores, drop_intermediate: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve (fpr, tpr, thresholds) as sklearn.metrics.roc_curve; thresholds[0] = inf.
 
@@ -206,13 +230,7 @@ def roc_curve(labels, scores, drop_intermediate: bool = True) -> Tuple[np.ndarra
     """
     stream, n_pos, n_neg = _binary_stream(labels, scores)
     _need_both_classes("ROC curve", n_pos, n_neg)
-    parts = [(high, tps, fps) for _, _, high, tps, fps in _groups(stream, None)]
-    high, tps, fps = (np.concatenate(p) for p in zip(*parts))
-    if drop_intermediate and tps.size > 2:
-        # Drop points collinear with their neighbours, exactly as sklearn does.
-        corner = np.logical_or(np.diff(fps, 2), np.diff(tps, 2))
-        kept = np.flatnonzero(np.concatenate(([True], corner, [True])))
-        high, tps, fps = high[kept], tps[kept], fps[kept]
+    high, tps, fps = (np.concatenate(p) for p in zip(*_roc_points(stream, drop_intermediate)))
     thresholds = np.concatenate(([np.inf], stream.decode(high).astype(np.float64)))
     fpr = np.concatenate(([0.0], fps / n_neg))
     tpr = np.concatenate(([0.0], tps / n_pos))

@@ -80,11 +80,19 @@ def resize_bilinear(img: np.ndarray, size: int) -> np.ndarray:
     return (top * (1 - wy) + bottom * wy).astype(np.float32)
 
 
-def preprocess(frame: np.ndarray, size: int, channels: int, color_order: str = "BGR") -> np.ndarray:
-    """One frame -> (channels, size, size) float32 in [-1, 1]."""
+def to_pixels(frame: np.ndarray, size: int, channels: int, color_order: str = "BGR") -> np.ndarray:
+    """One frame -> (channels, size, size) float32 pixel values in [0, 255].
+
+    Everything but the normalisation: exported graphs take this and normalise inside.
+    """
     frame = check_frame(frame)
     x = resize_bilinear(to_channels(frame, channels, color_order), size)
-    return np.ascontiguousarray((x * SCALE + OFFSET).transpose(2, 0, 1))
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(frame: np.ndarray, size: int, channels: int, color_order: str = "BGR") -> np.ndarray:
+    """One frame -> (channels, size, size) float32 in [-1, 1]."""
+    return to_pixels(frame, size, channels, color_order) * SCALE + OFFSET
 
 
 def preprocess_batch(frames, size: int, channels: int, color_order: str = "BGR") -> np.ndarray:

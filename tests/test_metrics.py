@@ -11,7 +11,7 @@ from dad_edge import metrics
 from dad_edge.metrics import au_pro, average_precision, compute_metrics, f1_max, roc_auc, roc_curve
 
 
-@pytest.fixture(params=[None, 3], ids=["one-chunk", "chunk-3"])
+@pytest.fixture(params=[None, 1, 3], ids=["one-chunk", "chunk-1", "chunk-3"])
 def chunk(request, monkeypatch):
     """Run a test once as is and once with tiny scan chunks, so ties straddle chunk ends."""
     if request.param is not None:
