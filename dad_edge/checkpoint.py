@@ -13,8 +13,7 @@ import torch
 from . import metadata as md
 from .atomic import atomic_path
 from .errors import CheckpointError
-
-META_KEY = "dad_edge"
+from .metadata import META_KEY
 
 
 def save_tensors(path, tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from .preprocess import OFFSET, SCALE
 from .version import FORMAT_VERSION, __version__
 
 FORMAT_NAME = "dad_edge"
+META_KEY = "dad_edge"  # where the JSON sits: safetensors header, ONNX metadata_props
 KINDS = ("checkpoint", "onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 
