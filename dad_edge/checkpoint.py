@@ -58,6 +58,9 @@ def load_model(path, device: str = "cpu"):
     from .pipeline import DiffusionAD
 
     tensors, meta = read_tensors(path, device="cpu")
+    if "train_state" in meta:
+        raise CheckpointError(f"{path} is a training state (for --resume), not a model; "
+                              f"use {Path(path).with_name('model.safetensors')}")
     if meta["kind"] != "checkpoint":
         raise CheckpointError(f"{path} holds a {meta['kind']} artifact, not a checkpoint")
     model = DiffusionAD(md.model_config(meta))

@@ -23,3 +23,7 @@ class InputError(DadEdgeError, ValueError):
 
 class BackendError(DadEdgeError, RuntimeError):
     """A runtime (torch, ONNX Runtime, TensorRT) that is missing or refuses the model."""
+
+
+class TrainingError(DadEdgeError, RuntimeError):
+    """Training diverged or cannot go on; the message says what to change."""

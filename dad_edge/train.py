@@ -26,7 +26,7 @@ from . import checkpoint as ckpt
 from .calibration import quantile_thresholds
 from .config import ModelConfig, preset
 from .data import MVTecCategory, detect_channels, load_images
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError, TrainingError
 from .losses import diffusion_ad_loss
 from .metadata import build_metadata
 from .pipeline import DiffusionAD
@@ -141,6 +141,9 @@ class Trainer:
         torch.manual_seed(opts.seed)
         category = MVTecCategory(opts.data)
         train_samples, val_samples = category.train_val_split(opts.val_fraction, opts.seed)
+        if not val_samples:  # one image: nothing to hold out for selection and thresholds
+            raise DataError(f"{Path(opts.data) / 'train' / 'good'}: holds {len(train_samples)} image; training "
+                            "needs at least 2 good images (part is held out to select the model and set thresholds)")
         channels = opts.channels or detect_channels(train_samples)
         self.cfg = opts.model_config(channels)
         size = self.cfg.image_size
@@ -226,7 +229,7 @@ class Trainer:
                 self.scaler.update()
                 loss = float(terms.total.detach())
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at epoch {self.epoch + 1}; lower the learning "
+                    raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}; lower the learning "
                                              "rates (--lr-unet/--lr-seg) or use --resume from the last good state")
                 losses.append(loss)
                 seen += x.shape[0]
@@ -306,9 +309,10 @@ class Trainer:
         tensors, meta = ckpt.read_tensors(path)
         stored = ModelConfig.from_dict(meta["model"])
         if stored != self.cfg:
-            raise ConfigError(f"--resume: {path} was trained with a different model config; use the same "
-                              f"--preset/--image-size as the interrupted run or a new --out\n stored: "
-                              f"{json.dumps(stored.to_dict())}\n asked:  {json.dumps(self.cfg.to_dict())}")
+            old, new = stored.to_dict(), self.cfg.to_dict()
+            diff = ", ".join(k for k in old if old[k] != new[k])
+            raise ConfigError(f"--resume: {path} was trained with a different model config ({diff} differ); use the same "
+                              "--preset/--image-size/--channels as the interrupted run, or a new --out")
         st = meta.get("train_state")
         if not isinstance(st, dict):
             raise CheckpointError(f"{path} has no train_state section; it is not a training state file")
