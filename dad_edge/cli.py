@@ -221,6 +221,7 @@ def cmd_demo(args) -> int:
 # -- main -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_distill import add_command as add_distill
     from .version import __version__
 
     parser = argparse.ArgumentParser(prog="dad-edge", description="DiffusionAD anomaly detection, train to edge")
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_eval(sub)
     add_info(sub)
+    add_distill(sub)
     return parser
 
 

@@ -36,6 +36,9 @@ class SegConfig:
     widths: Tuple[int, ...] = (64, 128, 256, 512, 512, 512)  # encoder widths, one max-pool between
 
 
+DENOISERS = ("two_pass", "single_pass")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the model and run its inference recipe."""
@@ -53,6 +56,10 @@ class ModelConfig:
     top_k: int = 50  # image score = mean of the top_k map values (50 at 256x256 in the paper)
     smoothing_sigma: float = 0.0  # Gaussian smoothing of the map before scoring (0 = off)
     noise_seed: int = 0  # seed of the fixed noise stored with the model
+    # "two_pass": the paper's norm-guided recipe (U-Net at t_s and t_l, x0_ng from both);
+    # "single_pass": one U-Net pass at t_s whose output is x0_ng itself (x0-parameterised),
+    # a student distilled from a two-pass teacher (`dad-edge distill --single-pass`).
+    denoiser: str = "two_pass"
 
     def validate(self) -> "ModelConfig":
         """Raise ConfigError naming the first bad field; return self when all is well."""
@@ -85,6 +92,7 @@ class ModelConfig:
             (1 <= self.top_k <= self.image_size ** 2, f"top_k={self.top_k} must be in [1, image_size**2]"),
             (self.smoothing_sigma >= 0, f"smoothing_sigma={self.smoothing_sigma} must be >= 0"),
             (0 <= self.noise_seed < 2 ** 63, f"noise_seed={self.noise_seed} must be a non-negative 63-bit integer"),
+            (self.denoiser in DENOISERS, f"denoiser={self.denoiser!r} must be one of {DENOISERS}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .errors import ConfigError
 from .schedule import NoiseSchedule
 from .segnet import SegNet
 from .unet import UNet
@@ -79,6 +80,9 @@ class DiffusionAD(nn.Module):
     def reconstruct(self, x: torch.Tensor, t_small: torch.Tensor, t_large: torch.Tensor,
                     noise_small: torch.Tensor, noise_large: torch.Tensor) -> Reconstruction:
         """x (B, C, H, W) in [-1, 1]; t_* (B,) integer timesteps; noise_* broadcastable to x."""
+        if self.cfg.denoiser != "two_pass":
+            raise ConfigError(f"reconstruct() is the two-pass training path; this model's denoiser is "
+                              f"{self.cfg.denoiser!r}: single-pass models are made by `dad-edge distill --single-pass`")
         b = x.shape[0]
         abar_s = expand(self.alphas_cumprod[t_small])
         abar_l = expand(self.alphas_cumprod[t_large])
@@ -91,6 +95,22 @@ class DiffusionAD(nn.Module):
         x0_ng = self.norm_guided_x0(x_s, x_l, eps_s, eps_l, abar_s, abar_l)
         seg_logits = self.segnet(torch.cat([x, x0_ng], dim=1))
         return Reconstruction(eps_s, eps_l, x0_ng, seg_logits)
+
+    def denoise(self, x: torch.Tensor, t_small: torch.Tensor, t_large: torch.Tensor,
+                noise_small: torch.Tensor, noise_large: torch.Tensor):
+        """As reconstruct() without the segmentation net -> (eps_s, eps_l, x0_ng); for distillation."""
+        b = x.shape[0]
+        abar_s = expand(self.alphas_cumprod[t_small])
+        abar_l = expand(self.alphas_cumprod[t_large])
+        x_s = abar_s.sqrt() * x + (1 - abar_s).sqrt() * noise_small
+        x_l = abar_l.sqrt() * x + (1 - abar_l).sqrt() * noise_large
+        eps = self.unet(torch.cat([x_s, x_l]), torch.cat([t_small, t_large]).float())  # (2B, C, H, W)
+        return eps[:b], eps[b:], self.norm_guided_x0(x_s, x_l, eps[:b], eps[b:], abar_s, abar_l)
+
+    def single_pass_x0(self, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Single-pass denoiser: noise x to t (B,), one U-Net pass read as x0 (unclamped)."""
+        abar = expand(self.alphas_cumprod[t])
+        return self.unet(abar.sqrt() * x + (1 - abar).sqrt() * noise, t.float())
 
     def norm_guided_x0(self, x_s, x_l, eps_s, eps_l, abar_s, abar_l) -> torch.Tensor:
         """Spec steps 2-5: pure elementwise work (one fused kernel on the GPU paths)."""
@@ -114,13 +134,18 @@ class DiffusionAD(nn.Module):
         cs, cl = sched.coefficients(cfg.t_small), sched.coefficients(cfg.t_large)
         # Python floats: they become constants of an exported graph.
         x_s = cs.sqrt_abar * x + cs.sqrt_one_minus_abar * self.noise[0]
-        x_l = cl.sqrt_abar * x + cl.sqrt_one_minus_abar * self.noise[1]
-        emb2 = self.unet.embed(self.eval_timesteps)  # (2, E): t_s, t_l
-        emb = emb2[:, None, :].expand(2, b, emb2.shape[1]).reshape(2 * b, emb2.shape[1])
-        eps = self.unet.forward_embedded(torch.cat([x_s, x_l]), emb)
-        abar_s = torch.tensor(cs.sqrt_abar ** 2, dtype=x.dtype, device=x.device)
-        abar_l = torch.tensor(cl.sqrt_abar ** 2, dtype=x.dtype, device=x.device)
-        x0_ng = self.norm_guided_x0(x_s, x_l, eps[:b], eps[b:], abar_s, abar_l)
+        if cfg.denoiser == "single_pass":
+            # One U-Net pass at t_s; its output is x0_ng itself (the branch is static: traceable).
+            emb1 = self.unet.embed(self.eval_timesteps[:1])  # (1, E): t_s
+            x0_ng = self.unet.forward_embedded(x_s, emb1.expand(b, emb1.shape[1])).clamp(-1, 1)
+        else:
+            x_l = cl.sqrt_abar * x + cl.sqrt_one_minus_abar * self.noise[1]
+            emb2 = self.unet.embed(self.eval_timesteps)  # (2, E): t_s, t_l
+            emb = emb2[:, None, :].expand(2, b, emb2.shape[1]).reshape(2 * b, emb2.shape[1])
+            eps = self.unet.forward_embedded(torch.cat([x_s, x_l]), emb)
+            abar_s = torch.tensor(cs.sqrt_abar ** 2, dtype=x.dtype, device=x.device)
+            abar_l = torch.tensor(cl.sqrt_abar ** 2, dtype=x.dtype, device=x.device)
+            x0_ng = self.norm_guided_x0(x_s, x_l, eps[:b], eps[b:], abar_s, abar_l)
         anomaly_map = torch.sigmoid(self.segnet(torch.cat([x, x0_ng], dim=1)))
         if self.smoothing is not None:
             anomaly_map = self.smooth(anomaly_map)

@@ -1,0 +1,172 @@
+"""dad_edge.ops, the operator seam: which form it picks, and that every form gives the same answers.
+
+CPU arrays go to the C extension when it is built, else to the numpy reference; CUDA
+tensors to Triton (checked here under the interpreter by forcing impl="triton").
+"""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton kernel module loads
+
+from dad_edge import ops  # noqa: E402
+from dad_edge.config import preset  # noqa: E402
+from dad_edge.kernels import c_ext  # noqa: E402
+from dad_edge.kernels.combine_ref import combine_ref  # noqa: E402
+from dad_edge.kernels.preprocess_noise_ref import noise_coefficients, preprocess_noise_ref  # noqa: E402
+from dad_edge.kernels.score_ref import score_ref  # noqa: E402
+from dad_edge.metadata import Thresholds  # noqa: E402
+from dad_edge.preprocess import to_pixels  # noqa: E402
+
+from kernel_cases import combine_inputs, frames, maps, noise  # noqa: E402
+
+HAVE_C = c_ext.C_ERROR is None
+CPU_FORMS = ["reference"] + (["c"] if HAVE_C else [])
+CFG = preset("tiny", smoothing_sigma=1.0)  # 32 x 32, top-k 4
+ATOL = 1e-6
+
+
+@pytest.fixture
+def no_c_extension(monkeypatch):
+    monkeypatch.setattr(c_ext, "C_ERROR", "dad_edge._C is not built (test)")
+    monkeypatch.setattr(c_ext, "_C", None)
+
+
+def test_available_reports_the_forms():
+    have = ops.available()
+    assert have["c"] == HAVE_C and isinstance(have["triton"], bool) and isinstance(have["cuda_python"], bool)
+    assert (have["c_threads"] >= 1) == HAVE_C
+    assert set(have["reasons"]) <= {"c", "triton", "cuda_python"}
+
+
+def test_pick():
+    assert ops.pick("preprocess_noise") == ("c" if HAVE_C else "reference")
+    assert ops.pick("score", on_cuda=True) == ("triton" if ops.available()["triton"] else "reference")
+    assert ops.pick("groupnorm_silu") == "reference"  # CPU: torch's own
+    assert ops.pick("combine", impl="reference") == "reference"
+    with pytest.raises(ValueError, match="impl"):
+        ops.pick("combine", impl="cuda")
+    with pytest.raises(ValueError, match="CPU arrays"):
+        ops.pick("combine", on_cuda=True, impl="c")
+    with pytest.raises(ValueError, match="unknown op"):
+        ops.pick("resize")
+
+
+def test_without_the_c_extension_the_reference_runs(no_c_extension):
+    assert ops.pick("preprocess_noise") == "reference" and ops.pick("score") == "reference"
+    assert ops.available()["c"] is False and "not built" in ops.available()["reasons"]["c"]
+    with pytest.raises(RuntimeError, match="not built"):
+        ops.pick("score", impl="c")
+    fr, nz = frames([(40, 33, 3)] * 2), noise(3, 32)
+    unet, x = ops.preprocess_noise(fr, CFG, nz)
+    unet_ref, x_ref = preprocess_noise_ref(fr, 32, 3, "BGR", nz, noise_coefficients(CFG))
+    np.testing.assert_array_equal(unet, unet_ref)
+
+
+@pytest.mark.parametrize("impl", CPU_FORMS)
+@pytest.mark.parametrize("denoiser", ["two_pass", "single_pass"])
+def test_preprocess_noise_numpy_and_torch(impl, denoiser):
+    cfg = CFG.replace(denoiser=denoiser)
+    fr, nz = frames([(40, 33, 3), (21, 50, 3)]), noise(3, 32)
+    unet_ref, x_ref = preprocess_noise_ref(fr, 32, 3, "RGB", nz, noise_coefficients(cfg), denoiser == "two_pass")
+    unet, x = ops.preprocess_noise(fr, cfg, nz, "RGB", impl=impl)
+    assert isinstance(unet, np.ndarray) and unet.shape == unet_ref.shape
+    np.testing.assert_allclose(unet, unet_ref, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(x, x_ref, rtol=0, atol=ATOL)
+    unet_t, x_t = ops.preprocess_noise(fr, cfg, torch.from_numpy(nz), "RGB", impl=impl)  # torch in -> torch out
+    assert isinstance(unet_t, torch.Tensor)
+    np.testing.assert_allclose(unet_t.numpy(), unet_ref, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("impl", CPU_FORMS)
+def test_preprocess_into_buffers_then_combine_in_place(impl):
+    fr, nz = np.stack(frames([(40, 33, 3)] * 3)), noise(3, 32)
+    unet_buf, seg = np.zeros((6, 3, 32, 32), np.float32), np.zeros((3, 6, 32, 32), np.float32)
+    unet, x = ops.preprocess_noise(fr, CFG, nz, out=unet_buf, x_out=seg[:, :3], impl=impl)
+    assert unet is unet_buf
+    _, x_ref = preprocess_noise_ref(list(fr), 32, 3, "BGR", nz, noise_coefficients(CFG))
+    np.testing.assert_allclose(seg[:, :3], x_ref, rtol=0, atol=ATOL)
+    eps = np.random.default_rng(0).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    assert ops.combine(seg[:, :3], eps, nz, CFG, out=seg, impl=impl) is seg
+    expect = combine_ref(x_ref, eps, nz, noise_coefficients(CFG), CFG.guidance_w)
+    np.testing.assert_allclose(seg, expect, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("impl", CPU_FORMS)
+def test_combine_numpy_torch_and_single_pass(impl):
+    x, eps, nz = combine_inputs(c=3, s=32)
+    expect = combine_ref(x, eps, nz, noise_coefficients(CFG), CFG.guidance_w)
+    np.testing.assert_allclose(ops.combine(x, eps, nz, CFG, impl=impl), expect, rtol=0, atol=ATOL)
+    got = ops.combine(torch.from_numpy(x), torch.from_numpy(eps), torch.from_numpy(nz), CFG, impl=impl)
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_allclose(got.numpy(), expect, rtol=0, atol=ATOL)
+    single = ops.combine(x, eps[:3], nz, CFG.replace(denoiser="single_pass"), impl=impl)
+    np.testing.assert_array_equal(single, np.concatenate([x, eps[:3].clip(-1, 1)], axis=1))
+
+
+@pytest.mark.parametrize("impl", CPU_FORMS)
+def test_score(impl):
+    m = maps(h=32, w=32)
+    for thresholds in (None, Thresholds(image=0.4, pixel=0.7)):
+        got = ops.score(m, CFG, thresholds, impl=impl)
+        ref = score_ref(m, CFG.top_k, CFG.smoothing_sigma, getattr(thresholds, "image", None),
+                        getattr(thresholds, "pixel", None))
+        np.testing.assert_allclose(got.scores, ref.scores, rtol=0, atol=ATOL)
+        np.testing.assert_allclose(got.normalized, ref.normalized, rtol=0, atol=ATOL)
+        np.testing.assert_allclose(got.maps, ref.maps, rtol=0, atol=ATOL)
+        assert (got.masks is None) == (thresholds is None)
+    raw = ops.score(torch.from_numpy(m), CFG, smooth=False, impl=impl)
+    assert isinstance(raw.scores, torch.Tensor) and torch.equal(raw.maps, torch.from_numpy(m))
+
+
+@pytest.mark.parametrize("impl", CPU_FORMS)
+def test_preprocess_pixels(impl):
+    fr = frames([(25, 19), (25, 19, 4)])
+    got = ops.preprocess(fr, 16, 3, "BGR", normalize=False, impl=impl)
+    np.testing.assert_allclose(got, np.stack([to_pixels(f, 16, 3, "BGR") for f in fr]), rtol=0, atol=1e-4)
+    assert isinstance(ops.preprocess(fr, 16, 3, device="cpu", impl=impl), torch.Tensor)
+
+
+def test_groupnorm_silu_on_cpu_is_torch():
+    norm = torch.nn.GroupNorm(4, 8)
+    x, emb = torch.randn(2, 8, 5, 5), torch.randn(2, 8)
+    expect = torch.nn.functional.silu(norm(x + emb[:, :, None, None]))
+    torch.testing.assert_close(ops.groupnorm_silu(x, norm, emb), expect, rtol=0, atol=0)
+
+
+def test_triton_form_through_the_seam():
+    """impl="triton" on CPU tensors runs the Triton kernels (interpreted here)."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("this check uses the Triton interpreter; the GPU runs are in test_kernels_triton.py")
+    fr, nz = frames([(40, 33, 3), (40, 33, 3)]), noise(3, 32)
+    unet, x = ops.preprocess_noise(fr, CFG, torch.from_numpy(nz), impl="triton")
+    unet_ref, x_ref = preprocess_noise_ref(fr, 32, 3, "BGR", nz, noise_coefficients(CFG))
+    np.testing.assert_allclose(unet.numpy(), unet_ref, rtol=0, atol=ATOL)
+    eps = torch.randn(4, 3, 32, 32)
+    seg = ops.combine(x, eps, torch.from_numpy(nz), CFG, impl="triton")
+    expect = combine_ref(x_ref, eps.numpy(), nz, noise_coefficients(CFG), CFG.guidance_w)
+    np.testing.assert_allclose(seg.numpy(), expect, rtol=0, atol=ATOL)
+    m = maps(h=32, w=32)
+    got = ops.score(torch.from_numpy(m), CFG, Thresholds(image=0.4, pixel=0.7), impl="triton")
+    np.testing.assert_allclose(got.scores.numpy(), score_ref(m, CFG.top_k, 1.0, 0.4, 0.7).scores, rtol=0, atol=ATOL)
+
+
+def test_cpu_path_imports_neither_torch_nor_triton():
+    """The ONNX Runtime / CPU path must stay light: ops on numpy arrays load no torch, no triton."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np\n"
+            "from dad_edge import ops\n"
+            "from dad_edge.config import preset\n"
+            "cfg = preset('tiny')\n"
+            "ops.available()\n"
+            "u, x = ops.preprocess_noise([np.zeros((40, 40, 3), np.uint8)], cfg, np.zeros((2, 3, 32, 32), np.float32))\n"
+            "ops.combine(x, np.zeros((2, 3, 32, 32), np.float32), np.zeros((2, 3, 32, 32), np.float32), cfg)\n"
+            "ops.score(np.random.rand(1, 32, 32).astype(np.float32), cfg)\n"
+            "print(sorted(m for m in ('torch', 'triton', 'cuda.bindings') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
