@@ -100,10 +100,10 @@ def onnx_latency(model, out_dir: Path, threads: int, runs: int = 50, max_seconds
 
 def measure(name: str, path: Path, data: Path, device: str, threads: int) -> Dict[str, object]:
     from dad_edge.checkpoint import load_model
-    from dad_edge.evaluate import evaluate, torch_infer_fn
+    from dad_edge.evaluate import backend_infer_fn, evaluate
     from dad_edge.model_info import model_info
 
-    infer, size = torch_infer_fn(path, device)
+    infer, size = backend_infer_fn(path, "torch", None if device == "auto" else device)
     metrics = evaluate(infer, size, data)
     model, meta = load_model(path)
     info = model_info(model.cfg)

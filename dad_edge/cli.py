@@ -95,21 +95,17 @@ def add_eval(sub) -> None:
     p.add_argument("--out", help="write metrics.json, roc.png and overlays/ here")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"),
+                   help="default: from the file suffix (.safetensors, .onnx, .plan/.engine)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the backend's choice)")
     p.add_argument("--overlays", type=int, default=4, help="overlays per defect type (with --out)")
     p.set_defaults(func=cmd_eval)
 
 
-def infer_fn_for(model_path: str, device: str):
-    from .evaluate import torch_infer_fn
-
-    return torch_infer_fn(model_path, device)
-
-
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate
+    from .evaluate import backend_infer_fn, evaluate
 
-    infer, size = infer_fn_for(args.model, args.device)
+    infer, size = backend_infer_fn(args.model, args.backend, args.device)
     metrics = evaluate(infer, size, args.data, out_dir=args.out, batch_size=args.batch_size,
                        overlays_per_type=args.overlays, progress=not args.json)
     if args.json:
@@ -191,7 +187,7 @@ def add_demo(sub) -> None:
 
 def cmd_demo(args) -> int:
     from .demo_data import build_demo_dataset
-    from .evaluate import evaluate, torch_infer_fn
+    from .evaluate import backend_infer_fn, evaluate
     from .train import TrainOptions, train
 
     out = Path(args.out)
@@ -205,7 +201,7 @@ def cmd_demo(args) -> int:
     print(f"[2/3] training compact at 128x128 for up to {args.minutes:g} min ...", flush=True)
     model_path = train(opts)
     print(f"[3/3] evaluating {model_path} on the test split ...", flush=True)
-    infer, size = torch_infer_fn(model_path, args.device)
+    infer, size = backend_infer_fn(model_path, device=None if args.device == "auto" else args.device)
     report = out / "report"
     metrics = evaluate(infer, size, data, out_dir=report)
     print_metrics(metrics)
@@ -221,6 +217,7 @@ def cmd_demo(args) -> int:
 # -- main -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_deploy import add_commands as add_deploy
     from .cli_distill import add_command as add_distill
     from .version import __version__
 
@@ -231,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_eval(sub)
     add_info(sub)
+    add_deploy(sub)
     add_distill(sub)
     return parser
 

@@ -39,23 +39,22 @@ class Predictions:
         return [s.defect_type for s in self.samples]
 
 
-def torch_infer_fn(checkpoint_path, device: str = "auto") -> Tuple[InferFn, int]:
-    """An InferFn for a training checkpoint, and the model's image size."""
-    import torch
+def backend_infer_fn(model_path, backend: Optional[str] = None, device: Optional[str] = None) -> Tuple[InferFn, int]:
+    """An InferFn for any artifact (checkpoint, ONNX, engine) through the Detector's own
+    backend and pre-processing, and the model's image size: evaluation scores are the
+    scores the deployed Detector gives."""
+    from .backends import load_backend
+    from .metadata import model_config
+    from .preprocess import to_pixels
 
-    from .checkpoint import load_model
-    from .preprocess import preprocess_batch
-    from .train import resolve_device
+    be = load_backend(Path(model_path), backend, device=device)
+    cfg = model_config(be.meta)
+    step = be.max_batch or 10 ** 9
 
-    dev = resolve_device(device)
-    model, _ = load_model(checkpoint_path, device=str(dev))
-    cfg = model.cfg
-
-    @torch.inference_mode()
     def infer(frames: List[np.ndarray]):
-        x = torch.from_numpy(preprocess_batch(frames, cfg.image_size, cfg.channels, color_order="RGB")).to(dev)
-        out = model(x)
-        return out.anomaly_map[:, 0].float().cpu().numpy(), out.score.float().cpu().numpy()
+        x = np.stack([to_pixels(f, cfg.image_size, cfg.channels, color_order="RGB") for f in frames])
+        outs = [be.infer(x[i:i + step]) for i in range(0, len(x), step)]
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
     return infer, cfg.image_size
 

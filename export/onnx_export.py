@@ -23,6 +23,7 @@ import torch
 from dad_edge import metadata as md
 from dad_edge.atomic import write_bytes_atomic
 from dad_edge.backends.base import INPUT_NAME, OUTPUT_NAMES
+from dad_edge.calibration import SCORE_NORMALIZATION
 from dad_edge.checkpoint import load_model
 from dad_edge.errors import ConfigError
 from dad_edge.pipeline import DiffusionAD
@@ -63,7 +64,8 @@ def export_onnx(model: Union[str, Path, DiffusionAD], out: Union[str, Path], *,
         model = copy.deepcopy(model).float().cpu().eval()
         meta = meta if meta is not None else md.build_metadata(model.cfg)
     cfg = model.cfg
-    meta = md.derive_metadata(meta, "onnx", export=export_section(opset, dynamic_batch, batch))
+    meta = md.derive_metadata(meta, "onnx", export=export_section(opset, dynamic_batch, batch),
+                              score_normalization=SCORE_NORMALIZATION)
 
     example = torch.full((batch, cfg.channels, cfg.image_size, cfg.image_size), 127.0)
     axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None

@@ -15,3 +15,9 @@ except ImportError:  # the runtime-only install: tests that need torch skip them
 
 if torch is not None:
     torch.set_num_threads(int(os.environ.get("DAD_EDGE_TEST_THREADS", "1")))
+
+# Without a GPU, Triton kernels run in its interpreter. The switch is read when Triton is
+# first imported, and any test may import it first (torch.onnx export does, through
+# torch's compiler stack), so it is set here, before every test module.
+if torch is None or not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

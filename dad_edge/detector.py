@@ -1,0 +1,157 @@
+"""Detector: one class for every artifact; the backend follows the file suffix.
+
+    det = Detector("model.onnx")          # or model.safetensors, engine.plan
+    r = det(frame)                        # path, HxW / HxWx3 uint8 array (BGR by default)
+    rs = det("images/")                   # folder, glob or list -> list of Results
+    r.score, r.label, r.anomaly_map, r.mask, r.speed
+
+Frames of any size are resized once to the model size here (preprocess.to_pixels); the
+map comes back at each frame's own size. Thresholds come from the artifact's metadata.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from . import metadata as md
+from .backends import load_backend
+from .calibration import normalize_score
+from .errors import ConfigError, DadEdgeError, DataError
+from .imageio import read_image
+from .preprocess import check_frame, to_pixels
+from .result import Result
+from .sources import Item, expand
+
+COLOR_ORDERS = ("BGR", "RGB")
+
+
+def _display_image(frame: np.ndarray, color_order: str) -> np.ndarray:
+    """The frame as RGB (or gray) uint8 for plots, copied: camera loops reuse their buffers."""
+    if frame.shape[2] == 1:
+        return frame.copy()
+    rgb = frame[:, :, 2::-1] if color_order == "BGR" else frame[:, :, :3]
+    return rgb.copy()  # C-contiguous
+
+
+class Detector:
+    def __init__(self, model: Union[str, Path], backend: Optional[str] = None, device: Optional[str] = None,
+                 half: bool = False, color_order: str = "BGR", batch_size: int = 8):
+        """`model`: .safetensors (torch), .onnx (ONNX Runtime), .plan / .engine (TensorRT).
+
+        backend: force one ("torch", "onnxruntime", "tensorrt"); device: "cpu", "cuda",
+        "cuda:N" (default: the GPU where the backend has one); half: fp16 (torch on CUDA);
+        color_order: of numpy frames (files are decoded as RGB); batch_size: frames per call.
+        """
+        if color_order not in COLOR_ORDERS:
+            raise ConfigError(f"color_order={color_order!r} must be one of {COLOR_ORDERS}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be >= 1")
+        self.path = Path(model)
+        self.backend = load_backend(self.path, backend, device=device, half=half)
+        self.meta = self.backend.meta
+        self.config = md.model_config(self.meta)
+        self.thresholds = md.thresholds(self.meta)
+        self.color_order = color_order
+        self.batch_size = min(batch_size, self.backend.max_batch or batch_size)
+
+    def __repr__(self) -> str:
+        c, t = self.config, self.thresholds
+        return (f"Detector({str(self.path)!r}, backend={self.backend.name} on {self.backend.device}, "
+                f"{c.image_size}x{c.image_size}x{c.channels}, thresholds image={t.image} pixel={t.pixel})")
+
+    # -- public entry points -----------------------------------------------------------
+
+    def __call__(self, source, color_order: Optional[str] = None) -> Union[Result, List[Result]]:
+        """One image -> Result (a bad image raises); folder, glob or list -> list of Results,
+        where a bad item is a Result with `error` set and the rest go on."""
+        items, single = expand(source)
+        if single:
+            return next(self._run(items, color_order, strict=True))
+        return list(self._run(items, color_order, strict=False))
+
+    def predict(self, source, color_order: Optional[str] = None) -> List[Result]:
+        """Always a list; bad items are Results with `error` set."""
+        return list(self.stream(source, color_order))
+
+    def stream(self, source, color_order: Optional[str] = None) -> Iterator[Result]:
+        """Results one by one, batch by batch: memory stays bounded on large folders."""
+        items, _ = expand(source)
+        return self._run(items, color_order, strict=False)
+
+    def warmup(self, batch: int = 1) -> None:
+        """One pass on a blank batch: allocations and kernel selection happen here, not on frame 1."""
+        c = self.config
+        self.backend.infer(np.zeros((min(batch, self.batch_size), c.channels, c.image_size, c.image_size), np.float32))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the three stages ----------------------------------------------------------------
+
+    def _prepare(self, item: Item, color_order: str) -> Tuple[np.ndarray, np.ndarray]:
+        """-> (pixels (C, S, S) float32 0..255, the frame for display)."""
+        if item.error is not None:
+            raise DataError(item.error)
+        if item.path is not None:
+            frame, order = read_image(item.path), "RGB"
+        else:
+            frame, order = item.array, color_order
+        frame = check_frame(frame, item.name)
+        c = self.config
+        return to_pixels(frame, c.image_size, c.channels, order), _display_image(frame, order)
+
+    def _finish(self, item: Item, amap: np.ndarray, score: float, image: np.ndarray) -> Result:
+        """Map back to the frame's size, then the thresholds."""
+        h, w = image.shape[:2]
+        amap = np.ascontiguousarray(amap, np.float32)
+        amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR) if amap.shape != (h, w) else amap.copy()
+        t = self.thresholds
+        return Result(
+            source=item.name,
+            score=score,
+            normalized_score=None if t.image is None else float(normalize_score(score, t.image)),
+            label=None if t.image is None else bool(score >= t.image),
+            anomaly_map=amap,
+            mask=None if t.pixel is None else amap >= t.pixel,
+            image=image,
+        )
+
+    def _run(self, items: Sequence[Item], color_order: Optional[str], strict: bool) -> Iterator[Result]:
+        order = color_order or self.color_order
+        if order not in COLOR_ORDERS:
+            raise ConfigError(f"color_order={order!r} must be one of {COLOR_ORDERS}")
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start:start + self.batch_size]
+            slots: List[Optional[Result]] = [None] * len(chunk)
+            ready = []  # (slot, pixels, display image, preprocess seconds)
+            for i, item in enumerate(chunk):
+                t0 = time.perf_counter()
+                try:
+                    pixels, image = self._prepare(item, order)
+                except DadEdgeError as exc:
+                    if strict:
+                        raise
+                    slots[i] = Result(item.name, error=str(exc))
+                    continue
+                ready.append((i, pixels, image, time.perf_counter() - t0))
+            if ready:
+                t0 = time.perf_counter()
+                maps, scores = self.backend.infer(np.stack([r[1] for r in ready]))
+                infer_s = (time.perf_counter() - t0) / len(ready)
+                for (i, _, image, pre_s), amap, score in zip(ready, maps, scores):
+                    t0 = time.perf_counter()
+                    result = self._finish(chunk[i], amap, float(score), image)
+                    result.speed = {"preprocess": pre_s * 1e3, "inference": infer_s * 1e3,
+                                    "postprocess": (time.perf_counter() - t0) * 1e3}
+                    slots[i] = result
+            yield from slots

@@ -1,0 +1,80 @@
+"""`dad-edge calibrate`: run an artifact over data, choose thresholds, write them into it.
+
+With anomalous images (an MVTec-layout category folder whose test/ holds defect
+folders): image threshold at the F1-max of the image scores, pixel threshold at the
+F1-max over all pixels (masks), both at each image's own size as the Detector applies
+them. With good images only (a plain folder, or a category whose test/ has only good):
+the `quantile` of the good scores and of the good maps' maxima.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import cv2
+import numpy as np
+
+from dad_edge.calibration import SCORE_NORMALIZATION, f1_thresholds, quantile_thresholds
+from dad_edge.data import GOOD, MVTecCategory, Sample
+from dad_edge.detector import Detector
+from dad_edge.errors import DataError
+from dad_edge.imageio import IMAGE_EXTENSIONS, list_images, read_mask
+from dad_edge.metadata import Thresholds
+
+from .metadata_io import write_metadata
+
+
+def calibration_samples(data) -> List[Sample]:
+    """The test set of a category folder (it has test/), else every image under `data` as good."""
+    root = Path(data)
+    if (root / "test").is_dir():
+        return MVTecCategory(root).test_samples()
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; pass a category folder (MVTec layout) or a folder of good images")
+    files = list_images(root, recursive=True)
+    if not files:
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) to calibrate on")
+    return [Sample(p, GOOD, None) for p in files]
+
+
+def _mask(sample: Sample, shape) -> Optional[np.ndarray]:
+    """Ground truth at the map's size; all False for good images; None without a mask file."""
+    if sample.label == 0:
+        return np.zeros(shape, bool)
+    if sample.mask_path is None:
+        return None
+    mask = read_mask(sample.mask_path)
+    if mask.shape != shape:
+        mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    return mask
+
+
+def calibrate(artifact, data, quantile: float = 0.99, backend: Optional[str] = None,
+              device: Optional[str] = None, batch_size: int = 8) -> Thresholds:
+    """Choose thresholds for `artifact` on `data`, store them in it (atomically), return them."""
+    samples = calibration_samples(data)
+    with Detector(artifact, backend=backend, device=device, batch_size=batch_size) as det:
+        meta = det.meta
+        kept, scores, maps = [], [], []
+        for sample, result in zip(samples, det.stream([s.path for s in samples])):
+            if not result.ok:  # reported; the rest go on
+                warnings.warn(f"calibration: skipped {result.error}", stacklevel=2)
+                continue
+            kept.append(sample)
+            scores.append(result.score)
+            maps.append(result.anomaly_map)
+    if not kept:
+        raise DataError(f"{data}: none of the {len(samples)} images could be read")
+    labels = np.array([s.label for s in kept])
+    if labels.all():
+        raise DataError(f"{data}: no good images among the {len(kept)} read; thresholds need good images "
+                        "(test/good/, or a folder of good images)")
+    if labels.any():
+        masks = [_mask(s, m.shape) for s, m in zip(kept, maps)]
+        thresholds = f1_thresholds(labels, np.array(scores), maps, None if any(m is None for m in masks) else masks,
+                                   quantile)
+    else:
+        thresholds = quantile_thresholds(np.array(scores), maps, quantile, source=f"quantile of {len(kept)} good images")
+    write_metadata(artifact, {**meta, "thresholds": thresholds.to_dict(), "score_normalization": SCORE_NORMALIZATION})
+    return thresholds
