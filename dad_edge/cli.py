@@ -51,6 +51,8 @@ def add_train(sub) -> None:
     p.add_argument("--texture-dir", help="folder of texture images (e.g. DTD) as anomaly sources")
     p.add_argument("--foreground", help="'otsu', or a folder of foreground masks named like the images")
     p.add_argument("--anomaly-prob", type=float, default=0.5, help="fraction of synthetic anomalous samples")
+    p.add_argument("--smoothing-sigma", type=float,
+                   help="Gaussian smoothing of the anomaly map before scoring, in pixels (default: the preset's, off)")
     p.add_argument("--threshold-quantile", type=float, default=0.99,
                    help="thresholds at this quantile of held-out good images")
     p.add_argument("--resume", action="store_true", help="go on from --out/train_state.safetensors")
@@ -69,7 +71,8 @@ def train_options(args):
         lr_seg=args.lr_seg, seed=args.seed, val_fraction=args.val_fraction, select=args.select,
         device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir, foreground=args.foreground,
         anomaly_prob=args.anomaly_prob, threshold_quantile=args.threshold_quantile, resume=args.resume,
-        progress=not args.quiet)
+        progress=not args.quiet,
+        model_overrides={} if args.smoothing_sigma is None else {"smoothing_sigma": args.smoothing_sigma})
 
 
 def cmd_train(args) -> int:
@@ -166,8 +169,8 @@ def cmd_info(args) -> int:
     else:
         print(f"{name}: {info['params'] / 1e6:.2f} M parameters (U-Net {info['params_unet'] / 1e6:.2f} M, "
               f"segmentation {info['params_seg'] / 1e6:.2f} M); {info['gflops']:.2f} GFLOPs per "
-              f"{cfg.image_size}x{cfg.image_size} image ({info['unet_passes']} U-Net passes "
-              f"{info['gflops_unet_two_passes']:.2f} + segmentation {info['gflops_seg']:.2f}; "
+              f"{cfg.image_size}x{cfg.image_size} image (U-Net x{info['unet_passes']} "
+              f"{info['gflops_unet']:.2f} + segmentation {info['gflops_seg']:.2f}; "
               f"{info['flops_counting']})")
     return 0
 

@@ -35,8 +35,7 @@ def model_info(cfg: ModelConfig) -> Dict[str, Any]:
         "params_unet": count_params(model.unet),
         "params_seg": count_params(model.segnet),
         "gflops": total / 1e9,
-        "gflops_unet_two_passes": (total - seg_flops) / 1e9,  # all U-Net passes (one for single_pass)
-        "gflops_unet": (total - seg_flops) / 1e9,
+        "gflops_unet": (total - seg_flops) / 1e9,  # all U-Net passes (one for single_pass)
         "gflops_seg": seg_flops / 1e9,
         "unet_passes": 1 if cfg.denoiser == "single_pass" else 2,
         "flops_counting": "2 per multiply-add; conv, matmul, attention; per image",

@@ -24,7 +24,7 @@ def test_paper_preset_matches_published_sizes():
     assert info["image_size"] == 256
     # Two U-Net passes dominate: about 1.2 TFLOPs per 256x256 image.
     assert 1000 < info["gflops"] < 1500
-    assert info["gflops"] == pytest.approx(info["gflops_unet_two_passes"] + info["gflops_seg"])
+    assert info["gflops"] == pytest.approx(info["gflops_unet"] + info["gflops_seg"])
 
 
 def test_compact_preset_fits_the_edge_budget():
@@ -33,7 +33,7 @@ def test_compact_preset_fits_the_edge_budget():
     info = model_info(cfg)
     assert info["params"] <= 8e6
     assert info["gflops"] <= 20
-    assert info["gflops_unet_two_passes"] > 0 and info["gflops_seg"] > 0
+    assert info["gflops_unet"] > 0 and info["gflops_seg"] > 0
 
 
 def test_flops_scale_with_image_area():
