@@ -30,15 +30,12 @@ def _channels(text: str) -> Optional[int]:
 
 # -- train ------------------------------------------------------------------------------------
 
-def add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model on the good images of an MVTec-layout folder")
+def add_training_arguments(p, what: str = "training") -> None:
+    """Options shared by `train` and `distill`: data, budget, optimiser, selection, anomalies."""
     p.add_argument("--data", required=True, help="category folder with train/good (MVTec AD layout)")
     p.add_argument("--out", required=True, help="run folder: model.safetensors, train_state.safetensors")
-    p.add_argument("--preset", default="compact", help="paper | compact | tiny (default compact)")
-    p.add_argument("--image-size", type=_positive_int, help="override the preset's input size")
-    p.add_argument("--channels", type=_channels, default=None, help="auto (default), 1 or 3")
     p.add_argument("--epochs", type=_positive_int, help="stop after this many epochs")
-    p.add_argument("--minutes", type=float, help="stop after this much training time")
+    p.add_argument("--minutes", type=float, help=f"stop after this much {what} time")
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--lr-unet", type=float, default=1e-4)
     p.add_argument("--lr-seg", type=float, default=1e-5)
@@ -51,14 +48,22 @@ def add_train(sub) -> None:
     p.add_argument("--texture-dir", help="folder of texture images (e.g. DTD) as anomaly sources")
     p.add_argument("--foreground", help="'otsu', or a folder of foreground masks named like the images")
     p.add_argument("--anomaly-prob", type=float, default=0.5, help="fraction of synthetic anomalous samples")
-    p.add_argument("--smoothing-sigma", type=float,
-                   help="Gaussian smoothing of the anomaly map before scoring, in pixels (default: the preset's, off)")
     p.add_argument("--threshold-quantile", type=float, default=0.99,
                    help="thresholds at this quantile of held-out good images")
     p.add_argument("--resume", action="store_true", help="go on from --out/train_state.safetensors")
+    p.add_argument("--quiet", action="store_true")
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on the good images of an MVTec-layout folder")
+    add_training_arguments(p)
+    p.add_argument("--preset", default="compact", help="paper | compact | tiny (default compact)")
+    p.add_argument("--image-size", type=_positive_int, help="override the preset's input size")
+    p.add_argument("--channels", type=_channels, default=None, help="auto (default), 1 or 3")
+    p.add_argument("--smoothing-sigma", type=float,
+                   help="Gaussian smoothing of the anomaly map before scoring, in pixels (default: the preset's, off)")
     p.add_argument("--preview", type=_positive_int, metavar="N",
                    help="only write N synthetic training samples to --out/preview and exit")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
 

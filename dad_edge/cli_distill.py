@@ -1,14 +1,13 @@
 """`dad-edge distill`: a compact student from a trained teacher (see distill.py)."""
 from __future__ import annotations
 
-from .cli import _positive_int
+from .cli import _positive_int, add_training_arguments
 
 
 def add_command(sub) -> None:
     p = sub.add_parser("distill", help="distil a compact (optionally single-pass) student from a trained teacher")
     p.add_argument("--teacher", required=True, help="the teacher's model.safetensors (a two-pass model)")
-    p.add_argument("--data", required=True, help="category folder with train/good (MVTec AD layout)")
-    p.add_argument("--out", required=True, help="run folder: model.safetensors, train_state.safetensors")
+    add_training_arguments(p, what="distillation")
     p.add_argument("--preset", default="compact",
                    help="the student's networks: paper | compact | tiny (default compact)")
     p.add_argument("--image-size", type=_positive_int, help="the student's input size (default: the teacher's)")
@@ -16,24 +15,6 @@ def add_command(sub) -> None:
                    help="one U-Net pass (reads x0_ng directly) instead of the two norm-guided passes")
     p.add_argument("--segmentation", choices=("train", "distill"), default="train",
                    help="train the segmentation net on the synthetic masks (default), or also match the teacher's map")
-    p.add_argument("--epochs", type=_positive_int, help="stop after this many epochs")
-    p.add_argument("--minutes", type=float, help="stop after this much distillation time")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--lr-unet", type=float, default=1e-4)
-    p.add_argument("--lr-seg", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1, help="good images held out for selection")
-    p.add_argument("--select", choices=("val", "last"), default="val",
-                   help="keep the lowest validation loss (default) or the last epoch; never the test set")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    p.add_argument("--texture-dir", help="folder of texture images (e.g. DTD) as anomaly sources")
-    p.add_argument("--foreground", help="'otsu', or a folder of foreground masks named like the images")
-    p.add_argument("--anomaly-prob", type=float, default=0.5, help="fraction of synthetic anomalous samples")
-    p.add_argument("--threshold-quantile", type=float, default=0.99,
-                   help="thresholds at this quantile of held-out good images")
-    p.add_argument("--resume", action="store_true", help="go on from --out/train_state.safetensors")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_distill)
 
 

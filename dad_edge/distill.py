@@ -42,18 +42,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .calibration import quantile_thresholds
 from .config import ModelConfig, scaled_top_k
 from .errors import CheckpointError, ConfigError
 from .losses import FOCAL_WEIGHT, focal_loss
-from .metadata import build_metadata
 from .model_info import count_params
-from .train import Trainer, TrainOptions, resolve_device, to_model_range
+from .train import Trainer, TrainOptions, resolve_device
 
 SEGMENTATION_MODES = ("train", "distill")
 # Share of samples that see the model's fixed noise at the eval timesteps (the rest: fresh noise).
@@ -278,21 +275,8 @@ class Distiller(Trainer):
         record["teacher_config_hash"] = self.teacher_hash
         return record
 
-    @torch.no_grad()
-    def save_model(self) -> None:
-        """model.safetensors with thresholds from the held-out good images and the distillation record."""
-        self.model.eval()
-        maps, scores = [], []
-        x_all = to_model_range(self.val_images)
-        for i in range(0, len(x_all), self.opts.batch_size):
-            out = self.model(x_all[i:i + self.opts.batch_size].to(self.device))
-            maps.append(out.anomaly_map[:, 0].float().cpu().numpy())
-            scores.append(out.score.float().cpu().numpy())
-        self.model.train()
-        thresholds = quantile_thresholds(np.concatenate(scores), np.concatenate(maps), self.opts.threshold_quantile)
-        meta = build_metadata(self.cfg, thresholds=thresholds, training=self.training_record(),
-                              distillation=self.distillation_record())
-        ckpt.save_model(self.out / "model.safetensors", self.model, meta)
+    def extra_metadata(self) -> Dict[str, Any]:
+        return {"distillation": self.distillation_record()}
 
     def load_state(self) -> None:
         path = self.out / "train_state.safetensors"

@@ -11,7 +11,6 @@ Files written to `out/`:
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -286,8 +285,13 @@ class Trainer:
             scores.append(out.score.float().cpu().numpy())
         self.model.train()
         thresholds = quantile_thresholds(np.concatenate(scores), np.concatenate(maps), self.opts.threshold_quantile)
-        meta = build_metadata(self.cfg, thresholds=thresholds, training=self.training_record())
+        meta = build_metadata(self.cfg, thresholds=thresholds, training=self.training_record(),
+                              **self.extra_metadata())
         ckpt.save_model(self.out / "model.safetensors", self.model, meta)
+
+    def extra_metadata(self) -> Dict[str, Any]:
+        """More sections for the model's metadata (a distilled student records its teacher)."""
+        return {}
 
     def save_state(self) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
