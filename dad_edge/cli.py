@@ -227,6 +227,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .cli_deploy import add_commands as add_deploy
     from .cli_distill import add_command as add_distill
+    from .cli_stream import add_command as add_stream
     from .version import __version__
 
     parser = argparse.ArgumentParser(prog="dad-edge", description="DiffusionAD anomaly detection, train to edge")
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_info(sub)
     add_deploy(sub)
     add_distill(sub)
+    add_stream(sub)
     return parser
 
 
