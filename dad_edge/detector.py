@@ -5,8 +5,11 @@
     rs = det("images/")                   # folder, glob or list -> list of Results
     r.score, r.label, r.anomaly_map, r.mask, r.speed
 
-Frames of any size are resized once to the model size here (preprocess.to_pixels); the
-map comes back at each frame's own size. Thresholds come from the artifact's metadata.
+Frames of any size are resized once to the model size here, one call of the operator seam
+per batch (dad_edge.ops.preprocess: the C extension when built, else the numpy reference,
+the same numbers as preprocess.to_pixels); a backend that pre-processes on its device (the
+fused torch path, see backends/torch_backend.py) gets the uint8 frames instead. The map
+comes back at each frame's own size. Thresholds come from the artifact's metadata.
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ import cv2
 import numpy as np
 
 from . import metadata as md
-from .backends import load_backend
+from . import ops
+from .backends import backend_name, load_backend
 from .calibration import normalize_score
 from .errors import ConfigError, DadEdgeError, DataError
 from .imageio import read_image
-from .preprocess import check_frame, to_pixels
+from .preprocess import check_frame
 from .result import Result
 from .sources import Item, expand
 
@@ -40,19 +44,29 @@ def _display_image(frame: np.ndarray, color_order: str) -> np.ndarray:
 
 class Detector:
     def __init__(self, model: Union[str, Path], backend: Optional[str] = None, device: Optional[str] = None,
-                 half: bool = False, color_order: str = "BGR", batch_size: int = 8):
+                 half: bool = False, color_order: str = "BGR", batch_size: int = 8,
+                 fused: Optional[bool] = None):
         """`model`: .safetensors (torch), .onnx (ONNX Runtime), .plan / .engine (TensorRT).
 
         backend: force one ("torch", "onnxruntime", "tensorrt"); device: "cpu", "cuda",
         "cuda:N" (default: the GPU where the backend has one); half: fp16 (torch on CUDA);
-        color_order: of numpy frames (files are decoded as RGB); batch_size: frames per call.
+        color_order: of numpy frames (files are decoded as RGB); batch_size: frames per call;
+        fused (torch backend): None = automatic, the fused kernels (Triton) on a CUDA device
+        where Triton is installed and the plain graph elsewhere (so on the CPU); True forces
+        the fused stages (on the CPU: C extension / numpy forms, same numbers); False never.
         """
         if color_order not in COLOR_ORDERS:
             raise ConfigError(f"color_order={color_order!r} must be one of {COLOR_ORDERS}")
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be >= 1")
         self.path = Path(model)
-        self.backend = load_backend(self.path, backend, device=device, half=half)
+        options = {"device": device, "half": half}
+        if backend_name(self.path, backend) == "torch":
+            options["fused"] = fused
+        elif fused:
+            raise ConfigError("fused=True applies to the torch backend (a .safetensors checkpoint); "
+                              "ONNX Runtime and TensorRT run their own graph")
+        self.backend = load_backend(self.path, backend, **options)
         self.meta = self.backend.meta
         self.config = md.model_config(self.meta)
         self.thresholds = md.thresholds(self.meta)
@@ -99,7 +113,11 @@ class Detector:
     def warmup(self, batch: int = 1) -> None:
         """One pass on a blank batch: allocations and kernel selection happen here, not on frame 1."""
         c = self.config
-        self.backend.infer(np.zeros((min(batch, self.batch_size), c.channels, c.image_size, c.image_size), np.float32))
+        n = min(batch, self.batch_size)
+        if self.backend.takes_frames:  # the fused path: its pre-processing kernel too
+            self.backend.infer_frames([np.zeros((c.image_size, c.image_size, c.channels), np.uint8)] * n,
+                                      self.color_order)
+        self.backend.infer(np.zeros((n, c.channels, c.image_size, c.image_size), np.float32))
 
     def close(self) -> None:
         self.backend.close()
@@ -112,8 +130,10 @@ class Detector:
 
     # -- the three stages ----------------------------------------------------------------
 
-    def _prepare(self, item: Item, color_order: str) -> Tuple[np.ndarray, np.ndarray]:
-        """-> (pixels (C, S, S) float32 0..255, the frame for display)."""
+    def _prepare(self, item: Item, color_order: str) -> Tuple[np.ndarray, str, np.ndarray]:
+        """-> (the frame (H, W, C) uint8, validated, its colour order, the frame for display).
+
+        Per item, so that a bad one is reported alone; the resize is batched (_pixels)."""
         if item.error is not None:
             raise DataError(item.error)
         if item.path is not None:
@@ -121,8 +141,33 @@ class Detector:
         else:
             frame, order = item.array, color_order
         frame = check_frame(frame, item.name)
+        return frame, order, _display_image(frame, order)
+
+    def _pixels(self, frames: List[np.ndarray], orders: List[str]) -> np.ndarray:
+        """Validated frames of any sizes -> (B, C, S, S) float32 pixel values 0..255, through the
+        operator seam: one call per colour order in the batch (one in practice)."""
         c = self.config
-        return to_pixels(frame, c.image_size, c.channels, order), _display_image(frame, order)
+        if len(set(orders)) == 1:
+            return ops.preprocess(frames, c.image_size, c.channels, orders[0], normalize=False)
+        out = np.empty((len(frames), c.channels, c.image_size, c.image_size), np.float32)
+        for order in sorted(set(orders)):
+            idx = [i for i, o in enumerate(orders) if o == order]
+            out[idx] = ops.preprocess([frames[i] for i in idx], c.image_size, c.channels, order, normalize=False)
+        return out
+
+    def _infer_frames(self, frames: List[np.ndarray], orders: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+        """A backend that pre-processes on its device: one call per colour order in the batch."""
+        if len(set(orders)) == 1:
+            return self.backend.infer_frames(frames, orders[0])
+        maps = [None] * len(frames)
+        scores = np.empty(len(frames), np.float32)
+        for order in sorted(set(orders)):
+            idx = [i for i, o in enumerate(orders) if o == order]
+            m, s = self.backend.infer_frames([frames[i] for i in idx], order)
+            for j, i in enumerate(idx):
+                maps[i] = m[j]
+            scores[idx] = s
+        return np.stack(maps), scores
 
     def _finish(self, item: Item, amap: np.ndarray, score: float, image: np.ndarray) -> Result:
         """Map back to the frame's size, then the thresholds."""
@@ -147,22 +192,34 @@ class Detector:
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]
             slots: List[Optional[Result]] = [None] * len(chunk)
-            ready = []  # (slot, pixels, display image, preprocess seconds)
+            ready = []  # (slot, frame, colour order, display image, read + check seconds)
             for i, item in enumerate(chunk):
                 t0 = time.perf_counter()
                 try:
-                    pixels, image = self._prepare(item, order)
+                    frame, frame_order, image = self._prepare(item, order)
                 except DadEdgeError as exc:
                     if strict:
                         raise
                     slots[i] = Result(item.name, error=str(exc))
                     continue
-                ready.append((i, pixels, image, time.perf_counter() - t0))
+                ready.append((i, frame, frame_order, image, time.perf_counter() - t0))
             if ready:
+                frames, orders = [r[1] for r in ready], [r[2] for r in ready]
                 t0 = time.perf_counter()
-                maps, scores = self.backend.infer(np.stack([r[1] for r in ready]))
+                if self.backend.takes_frames:  # resize and normalisation run in the backend's first kernel
+                    batch_pre_s = 0.0
+                    maps, scores = self._infer_frames(frames, orders)
+                else:
+                    pixels = self._pixels(frames, orders)
+                    t1 = time.perf_counter()
+                    batch_pre_s = t1 - t0
+                    t0 = t1
+                    maps, scores = self.backend.infer(pixels)
+                # Batch stages are shared out equally: per-image figures of the batch's time.
                 infer_s = (time.perf_counter() - t0) / len(ready)
-                for (i, _, image, pre_s), amap, score in zip(ready, maps, scores):
+                batch_pre_s /= len(ready)
+                for (i, _, _, image, own_s), amap, score in zip(ready, maps, scores):
+                    pre_s = own_s + batch_pre_s
                     t0 = time.perf_counter()
                     result = self._finish(chunk[i], amap, float(score), image)
                     result.speed = {"preprocess": pre_s * 1e3, "inference": infer_s * 1e3,

@@ -43,16 +43,16 @@ def backend_infer_fn(model_path, backend: Optional[str] = None, device: Optional
     """An InferFn for any artifact (checkpoint, ONNX, engine) through the Detector's own
     backend and pre-processing, and the model's image size: evaluation scores are the
     scores the deployed Detector gives."""
+    from . import ops
     from .backends import load_backend
     from .metadata import model_config
-    from .preprocess import to_pixels
 
     be = load_backend(Path(model_path), backend, device=device)
     cfg = model_config(be.meta)
     step = be.max_batch or 10 ** 9
 
     def infer(frames: List[np.ndarray]):
-        x = np.stack([to_pixels(f, cfg.image_size, cfg.channels, color_order="RGB") for f in frames])
+        x = ops.preprocess(frames, cfg.image_size, cfg.channels, "RGB", normalize=False)  # as the Detector
         outs = [be.infer(x[i:i + step]) for i in range(0, len(x), step)]
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 

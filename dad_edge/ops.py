@@ -13,6 +13,13 @@ Forms, picked per call from where the data lives (`pick`):
 Every form gives the reference's numbers to float rounding (tests hold them to it).
 `available()` reports what this machine has; `impl=` on each call forces a form
 ("c", "triton" or "reference"), e.g. for benchmarks. Nothing heavy is imported before use.
+
+Callers: the Detector (`preprocess`, every backend: one call per batch), the fused torch
+path dad_edge/fused_pipeline.py (`preprocess_noise`, `combine`, `score`; the torch backend's
+default on CUDA with Triton), and the U-Net's res-blocks when their fused-norm flag is on
+(`groupnorm_silu`, UNet.use_fused_norm). ONNX Runtime and TensorRT run the exported graph's
+own ops after the Detector's pre-processing; the CUDA C forms (kernels/cuda_loader.py) are
+called by benchmarks/gpu_kernels.py and their tests only.
 """
 from __future__ import annotations
 

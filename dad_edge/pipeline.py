@@ -70,6 +70,11 @@ class DiffusionAD(nn.Module):
                              persistent=False)
         self.register_buffer("eval_timesteps", torch.tensor([cfg.t_small, cfg.t_large], dtype=torch.float32),
                              persistent=False)
+        # abar at t_s and t_l as tensors made once (not in forward: a host-to-device copy there
+        # would keep a CUDA graph from capturing the forward).
+        cs, cl = schedule.coefficients(cfg.t_small), schedule.coefficients(cfg.t_large)
+        self.register_buffer("eval_abar", torch.tensor([cs.sqrt_abar ** 2, cl.sqrt_abar ** 2], dtype=torch.float32),
+                             persistent=False)
         if cfg.smoothing_sigma > 0:
             self.register_buffer("smoothing", gaussian_kernel(cfg.smoothing_sigma), persistent=False)
         else:
@@ -143,8 +148,8 @@ class DiffusionAD(nn.Module):
             emb2 = self.unet.embed(self.eval_timesteps)  # (2, E): t_s, t_l
             emb = emb2[:, None, :].expand(2, b, emb2.shape[1]).reshape(2 * b, emb2.shape[1])
             eps = self.unet.forward_embedded(torch.cat([x_s, x_l]), emb)
-            abar_s = torch.tensor(cs.sqrt_abar ** 2, dtype=x.dtype, device=x.device)
-            abar_l = torch.tensor(cl.sqrt_abar ** 2, dtype=x.dtype, device=x.device)
+            abar = self.eval_abar.to(x.dtype)
+            abar_s, abar_l = abar[0], abar[1]
             x0_ng = self.norm_guided_x0(x_s, x_l, eps[:b], eps[b:], abar_s, abar_l)
         anomaly_map = torch.sigmoid(self.segnet(torch.cat([x, x0_ng], dim=1)))
         if self.smoothing is not None:

@@ -3,6 +3,12 @@
 Levels of res-blocks with GroupNorm + SiLU, a timestep embedding added in every
 res-block, self-attention at the configured feature-map sizes, BigGAN-style res-block
 down/up-sampling, zero-initialised output convolutions (each block starts as identity).
+
+`UNet.use_fused_norm(True)` routes every GroupNorm + SiLU (+ time embedding) of the
+res-blocks and of the output head through `dad_edge.ops.groupnorm_silu`: the fused Triton
+kernel on float32 CUDA tensors in inference, torch's own ops otherwise (same numbers).
+It is off by default, so training and export run plain torch; export never traces it
+(a trace or an ONNX export always takes the plain ops).
 """
 from __future__ import annotations
 
@@ -26,6 +32,26 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+def _fused(module: nn.Module) -> bool:
+    """Whether `module` takes the fused GroupNorm + SiLU now: its flag, and never while traced,
+    exported or compiled (those see torch's own ops)."""
+    if not module.fused_norm or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    return not torch.onnx.is_in_onnx_export()
+
+
+def norm_silu(module: nn.Module, norm: nn.GroupNorm, x: torch.Tensor, emb: torch.Tensor = None) -> torch.Tensor:
+    """silu(norm(x + emb[:, :, None, None])): through the operator seam when `module`'s flag is on."""
+    if _fused(module):
+        from . import ops
+
+        # A forced form applies to float32 (the kernels' type); fp16 takes torch's ops.
+        return ops.groupnorm_silu(x, norm, emb, impl=module.fused_impl if x.dtype == torch.float32 else None)
+    if emb is not None:
+        x = x + emb[:, :, None, None]
+    return F.silu(norm(x))
+
+
 def zero_init(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -34,6 +60,9 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 class ResBlock(nn.Module):
     """GN-SiLU-conv, + time embedding, GN-SiLU-dropout-conv(zero), + skip; optional up/down."""
+
+    fused_norm = False  # set by UNet.use_fused_norm; a plain attribute, not in the state dict
+    fused_impl = None
 
     def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, dropout: float, resample: str = "none"):
         super().__init__()
@@ -54,12 +83,12 @@ class ResBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.norm1(x))
+        h = norm_silu(self, self.norm1, x)
         # Resample between the activation and the conv (BigGAN), and the skip alike.
         h = self.conv1(self._resample(h))
         x = self._resample(x)
-        h = h + self.emb(F.silu(emb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        # The time embedding is added before norm2 (one fused kernel with it when fused).
+        h = self.conv2(self.dropout(norm_silu(self, self.norm2, h, self.emb(F.silu(emb)))))
         return self.skip(x) + h
 
 
@@ -95,6 +124,9 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
+    fused_norm = False  # see use_fused_norm
+    fused_impl = None
+
     def __init__(self, cfg: UNetConfig, image_size: int, channels: int):
         super().__init__()
         self.cfg = cfg
@@ -145,6 +177,14 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(g, ch)
         self.conv_out = zero_init(nn.Conv2d(ch, channels * self.patch ** 2, 3, padding=1))
 
+    def use_fused_norm(self, on: bool = True, impl=None) -> "UNet":
+        """Route GroupNorm + SiLU through dad_edge.ops.groupnorm_silu (`impl` forces a form, e.g.
+        "triton" in tests); off (the default) is plain torch, for training and export."""
+        for m in self.modules():
+            if isinstance(m, (UNet, ResBlock)):
+                m.fused_norm, m.fused_impl = bool(on), (impl if on else None)
+        return self
+
     def embed(self, t: torch.Tensor) -> torch.Tensor:
         """(N,) timesteps -> (N, time_embed_dim)."""
         return self.time_mlp(timestep_embedding(t, self.cfg.base_channels))
@@ -168,5 +208,5 @@ class UNet(nn.Module):
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
             if str(i) in self.up_resample:
                 h = self.up_resample[str(i)](h, emb)
-        out = self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(norm_silu(self, self.norm_out, h))
         return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out

@@ -20,6 +20,17 @@ from .score_ref import ScoreResult, gaussian_taps
 
 BLOCK = 1024
 
+# Gaussian taps on each device, uploaded once: no host-to-device copy per call, so that a
+# warmed-up call can be captured in a CUDA graph.
+_TAPS = {}
+
+
+def _device_taps(sigma: float, device: torch.device) -> torch.Tensor:
+    key = (float(sigma), str(device))
+    if key not in _TAPS:
+        _TAPS[key] = torch.from_numpy(gaussian_taps(sigma)).to(device)
+    return _TAPS[key]
+
 
 @triton.jit
 def _smooth_rows_kernel(
@@ -139,7 +150,7 @@ def score_triton(maps: torch.Tensor, top_k: int, sigma: float = 0.0, image_thres
         raise ValueError(f"top_k={top_k} must be in [1, {h * w}]")
     m = maps.reshape(b, h, w)
     if sigma > 0:
-        taps = torch.from_numpy(gaussian_taps(sigma)).to(maps.device)
+        taps = _device_taps(sigma, maps.device)
         r = (taps.numel() - 1) // 2
         grid = (triton.cdiv(h * w, BLOCK), b)
         tmp, out = torch.empty_like(m), torch.empty_like(m)

@@ -1,12 +1,21 @@
-"""Torch backend: a checkpoint run through the same graph that export traces.
+"""Torch backend: a checkpoint run through the same graph that export traces, or through the fused stages.
 
 The reference runtime: CUDA when torch sees a GPU (or device= says so), else the CPU.
 Never moves to another device silently: a device that is asked for and missing is an error.
+
+fused: None (the default) takes the fused path (dad_edge.fused_pipeline: pre-processing +
+noise, combine and score as Triton kernels between the networks, GroupNorm + SiLU fused in
+the U-Net) on a CUDA device where Triton is installed, and the plain DeployGraph elsewhere;
+True forces it anywhere (on the CPU its stages run in the C extension or the numpy
+reference: the same numbers, for tests); False always runs the plain graph. `fused_impl`
+forces one form on every fused stage ("triton", "c", "reference"). Both paths compute the
+same function; the fused backend also takes uint8 frames directly (infer_frames), which
+the Detector then sends instead of float pixels.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,11 +26,13 @@ from .base import Backend
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, path: Path, device: Optional[str] = None, half: bool = False):
+    def __init__(self, path: Path, device: Optional[str] = None, half: bool = False,
+                 fused: Optional[bool] = None, fused_impl: Optional[str] = None):
         import torch
 
         from dad_edge.checkpoint import load_model
         from dad_edge.export.graph import DeployGraph
+        from dad_edge.fused_pipeline import FusedPipeline, fused_available
 
         self._torch = torch
         try:
@@ -35,12 +46,35 @@ class TorchBackend(Backend):
             raise BackendError("half=True needs a CUDA device; on the CPU the torch backend runs fp32")
         model, self.meta = load_model(path, device=str(dev))
         self.dtype = torch.float16 if half else torch.float32
+        if fused is None:
+            fused = fused_available(dev)
+        try:
+            # Before the cast to half: the pipeline keeps a float32 copy of the fixed noise.
+            self.fused = FusedPipeline(model, impl=fused_impl) if fused else None
+        except ValueError as exc:
+            raise BackendError(f"fused_impl: {exc}") from None
         self.graph = DeployGraph(model).to(self.dtype).eval()
         self.device = str(dev)
+
+    @property
+    def takes_frames(self) -> bool:
+        """Whether infer_frames runs here (the fused path pre-processes uint8 frames itself)."""
+        return self.fused is not None
 
     def infer(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
-            image = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device, self.dtype)
-            maps, scores = self.graph(image)
+            if self.fused is not None:
+                maps, scores, _ = self.fused.from_pixels(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+            else:
+                image = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device, self.dtype)
+                maps, scores = self.graph(image)
             return maps[:, 0].float().cpu().numpy(), scores.float().cpu().numpy()
+
+    def infer_frames(self, frames: Sequence[np.ndarray], color_order: str) -> Tuple[np.ndarray, np.ndarray]:
+        """uint8 frames (H, W[, C]) of any sizes in `color_order` -> (maps (B, S, S), scores (B,));
+        the fused path only (takes_frames): resize, colour, normalisation and noise in one kernel."""
+        if self.fused is None:
+            raise BackendError("infer_frames needs the fused path (TorchBackend(fused=True))")
+        maps, scores, _ = self.fused.from_frames(list(frames), color_order)
+        return maps[:, 0].cpu().numpy(), scores.cpu().numpy()
