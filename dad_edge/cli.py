@@ -67,16 +67,21 @@ def add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def training_kwargs(args) -> dict:
+    """The options add_training_arguments() parsed, as TrainOptions / DistillOptions fields."""
+    return dict(
+        data=args.data, out=args.out, epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size,
+        lr_unet=args.lr_unet, lr_seg=args.lr_seg, seed=args.seed, val_fraction=args.val_fraction,
+        select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
+        foreground=args.foreground, anomaly_prob=args.anomaly_prob, threshold_quantile=args.threshold_quantile,
+        resume=args.resume, progress=not args.quiet)
+
+
 def train_options(args):
     from .train import TrainOptions
 
     return TrainOptions(
-        data=args.data, out=args.out, preset=args.preset, image_size=args.image_size, channels=args.channels,
-        epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size, lr_unet=args.lr_unet,
-        lr_seg=args.lr_seg, seed=args.seed, val_fraction=args.val_fraction, select=args.select,
-        device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir, foreground=args.foreground,
-        anomaly_prob=args.anomaly_prob, threshold_quantile=args.threshold_quantile, resume=args.resume,
-        progress=not args.quiet,
+        **training_kwargs(args), preset=args.preset, image_size=args.image_size, channels=args.channels,
         model_overrides={} if args.smoothing_sigma is None else {"smoothing_sigma": args.smoothing_sigma})
 
 

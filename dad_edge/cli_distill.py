@@ -1,7 +1,7 @@
 """`dad-edge distill`: a compact student from a trained teacher (see distill.py)."""
 from __future__ import annotations
 
-from .cli import _positive_int, add_training_arguments
+from .cli import _positive_int, add_training_arguments, training_kwargs
 
 
 def add_command(sub) -> None:
@@ -21,13 +21,8 @@ def add_command(sub) -> None:
 def distill_options(args):
     from .distill import DistillOptions
 
-    return DistillOptions(
-        teacher=args.teacher, data=args.data, out=args.out, preset=args.preset, image_size=args.image_size,
-        single_pass=args.single_pass, segmentation=args.segmentation, epochs=args.epochs, minutes=args.minutes,
-        batch_size=args.batch_size, lr_unet=args.lr_unet, lr_seg=args.lr_seg, seed=args.seed,
-        val_fraction=args.val_fraction, select=args.select, device=args.device, amp=not args.no_amp,
-        texture_dir=args.texture_dir, foreground=args.foreground, anomaly_prob=args.anomaly_prob,
-        threshold_quantile=args.threshold_quantile, resume=args.resume, progress=not args.quiet)
+    return DistillOptions(**training_kwargs(args), teacher=args.teacher, preset=args.preset,
+                          image_size=args.image_size, single_pass=args.single_pass, segmentation=args.segmentation)
 
 
 def cmd_distill(args) -> int:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional
 
@@ -62,32 +62,23 @@ INHERITED_FIELDS = ("num_timesteps", "beta_start", "beta_end", "t_small", "t_lar
 
 
 @dataclass
-class DistillOptions:
-    teacher: str  # a two-pass model.safetensors
-    data: str
-    out: str
-    preset: str = "compact"  # the student's networks
-    image_size: Optional[int] = None  # None: the teacher's
+class DistillOptions(TrainOptions):
+    """The student run's TrainOptions plus the teacher and the student's recipe.
+
+    `preset` and `image_size` are the student's (image_size None: the teacher's); the
+    channels and the schedule fields come from the teacher, never from these options.
+    """
+
+    teacher: str = ""  # a two-pass model.safetensors (required)
     single_pass: bool = False  # one U-Net pass (x0-parameterised) instead of two
     segmentation: str = "train"  # "train": synthetic masks; "distill": also the teacher's map
-    epochs: Optional[int] = None  # at least one of epochs / minutes must be set
-    minutes: Optional[float] = None
-    batch_size: int = 16
-    lr_unet: float = 1e-4
-    lr_seg: float = 1e-5
-    seed: int = 0
-    val_fraction: float = 0.1
-    select: str = "val"  # "val": lowest distillation loss on held-out good images; "last"
-    device: str = "auto"
-    amp: bool = True  # mixed precision on CUDA, student and teacher (ignored on CPU)
-    texture_dir: Optional[str] = None
-    foreground: Optional[str] = None
-    anomaly_prob: float = 0.5
-    threshold_quantile: float = 0.99
-    resume: bool = False
-    progress: bool = True
 
     def validate(self) -> "DistillOptions":
+        if not self.teacher:
+            raise ConfigError("--teacher is required: the model.safetensors of a trained two-pass teacher")
+        if self.channels is not None or self.model_overrides:
+            raise ConfigError("a student's channels and schedule come from its teacher: leave channels and "
+                              "model_overrides unset in DistillOptions")
         if self.segmentation not in SEGMENTATION_MODES:
             raise ConfigError(f"segmentation={self.segmentation!r} must be one of {SEGMENTATION_MODES}")
         if not Path(self.teacher).is_file():
@@ -99,13 +90,9 @@ class DistillOptions:
     def train_options(self, channels: Optional[int] = None,
                       model_overrides: Optional[Dict[str, Any]] = None) -> TrainOptions:
         """The training options of the student run (data, loop, optimiser, files)."""
-        return TrainOptions(
-            data=self.data, out=self.out, preset=self.preset, image_size=self.image_size, channels=channels,
-            epochs=self.epochs, minutes=self.minutes, batch_size=self.batch_size, lr_unet=self.lr_unet,
-            lr_seg=self.lr_seg, seed=self.seed, val_fraction=self.val_fraction, select=self.select,
-            device=self.device, amp=self.amp, texture_dir=self.texture_dir, foreground=self.foreground,
-            anomaly_prob=self.anomaly_prob, threshold_quantile=self.threshold_quantile, resume=self.resume,
-            progress=self.progress, model_overrides=dict(model_overrides or {}))
+        shared = {f.name: getattr(self, f.name) for f in fields(TrainOptions)}
+        shared.update(channels=channels, model_overrides=dict(model_overrides or {}))
+        return TrainOptions(**shared)
 
 
 class DistillTerms(NamedTuple):

@@ -248,3 +248,15 @@ def test_detector_takes_a_student(students):
     det = Detector(students["single_pass"], backend="torch", device="cpu")
     result = det(np.full((40, 48), 128, np.uint8))
     assert 0 <= result.score <= 1 and result.anomaly_map.shape == (40, 48)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"teacher": ""}, "--teacher is required"),
+    ({"channels": 3}, "come from its teacher"),
+    ({"model_overrides": {"smoothing_sigma": 2.0}}, "come from its teacher"),
+    ({"segmentation": "copy"}, "segmentation"),
+    ({"epochs": None, "minutes": None}, "--epochs or --minutes"),
+])
+def test_distill_options_are_validated(teacher, data, tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        _opts(teacher, data, tmp_path, **changes).validate()
