@@ -258,5 +258,6 @@ def test_detector_takes_a_student(students):
     ({"epochs": None, "minutes": None}, "--epochs or --minutes"),
 ])
 def test_distill_options_are_validated(teacher, data, tmp_path, changes, message):
+    teacher = changes.pop("teacher", teacher)
     with pytest.raises(ConfigError, match=message):
         _opts(teacher, data, tmp_path, **changes).validate()
