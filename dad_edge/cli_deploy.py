@@ -13,14 +13,10 @@ from pathlib import Path
 from typing import Dict
 
 from .backends import BACKENDS
+from .cli import _positive_int
 from .errors import ConfigError
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be a positive integer")
-    return value
 
 
 def _size_mb(path: Path) -> str:

@@ -15,14 +15,10 @@ import logging
 from pathlib import Path
 
 from .backends import BACKENDS
+from .cli import _positive_int
 from .detector import COLOR_ORDERS
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be a positive integer")
-    return value
 
 
 def add_command(sub) -> None:
