@@ -65,6 +65,9 @@ BUDGETS: Dict[str, Budget] = {
     "cpu": Budget("cpu", "compact", 128, 60.0, "compact", 64, 20.0, 8, 1e-3, 1e-3, 1e-3, 1e-3, "cpu"),
     # The issue's setting: the paper's networks as teacher, compact students at full size.
     "gpu": Budget("gpu", "paper", 256, 240.0, "compact", 256, 60.0, 16, 1e-3, 1e-3, 1e-4, 1e-5, "cuda"),
+    # What fits one 10-minute call on a lent GPU (the device tool): the paper's networks as teacher
+    # for 3 minutes at 128x128, students and scratch at 128x128 for 0.8 minutes each.
+    "gpu-lease": Budget("gpu-lease", "paper", 128, 3.0, "compact", 128, 0.8, 32, 1e-3, 1e-3, 1e-4, 1e-4, "cuda"),
 }
 
 
@@ -98,7 +101,8 @@ def onnx_latency(model, out_dir: Path, threads: int, runs: int = 50, max_seconds
             "ort_threads": opts.intra_op_num_threads}
 
 
-def measure(name: str, path: Path, data: Path, device: str, threads: int) -> Dict[str, object]:
+def measure(name: str, path: Path, data: Path, device: str, threads: int,
+            latency: bool = True) -> Dict[str, object]:
     from dad_edge.checkpoint import load_model
     from dad_edge.evaluate import backend_infer_fn, evaluate
     from dad_edge.model_info import model_info
@@ -108,18 +112,42 @@ def measure(name: str, path: Path, data: Path, device: str, threads: int) -> Dic
     model, meta = load_model(path)
     info = model_info(model.cfg)
     training = meta.get("training", {})
-    with tempfile.TemporaryDirectory() as tmp:
-        latency = onnx_latency(model, Path(tmp), threads)
+    timing = latency_of(model, threads) if latency else {"latency_ms_p50": None, "latency_ms_p90": None}
     return {
         "model": name, "path": str(path), "image_size": size, "denoiser": model.cfg.denoiser,
+        "config": model.cfg.to_dict(),
         "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics["pixel_auroc"], "au_pro": metrics["au_pro"],
         "params_m": info["params"] / 1e6, "gflops": info["gflops"], "unet_passes": info["unet_passes"],
-        "train_minutes": training.get("train_seconds", 0) / 60, "epochs": training.get("epochs"), **latency,
+        "train_minutes": training.get("train_seconds", 0) / 60, "epochs": training.get("epochs"), **timing,
     }
 
 
+def latency_of(model, threads: int) -> Dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return onnx_latency(model, Path(tmp), threads)
+
+
+def add_latency(result: Dict[str, object], threads: int) -> Dict[str, object]:
+    """Fill in the ONNX Runtime CPU latency of each row on this machine, from the row's model config.
+
+    Latency does not depend on the weights, so a comparison trained on a GPU machine (whose
+    models stay there) is timed on the CPU that matters (an edge box, this one) with random weights.
+    """
+    import torch
+
+    from dad_edge.config import ModelConfig
+    from dad_edge.pipeline import DiffusionAD
+
+    torch.manual_seed(0)
+    for row in result["rows"]:
+        row.update(latency_of(DiffusionAD(ModelConfig.from_dict(row["config"])), threads))
+    result["latency_machine"] = f"{os.cpu_count()} CPU cores, {threads} ONNX Runtime threads (random weights)"
+    return result
+
+
 def run_comparison(budget: Budget, data: Path, out: Path, teacher: Optional[Path] = None,
-                   reuse: bool = False, progress: bool = True, threads: Optional[int] = None) -> Dict[str, object]:
+                   reuse: bool = False, progress: bool = True, threads: Optional[int] = None,
+                   latency: bool = True, report: Optional[Path] = None) -> Dict[str, object]:
     """Train / distil what is missing, measure all four, write comparison.json and .md.
 
     threads: of torch and ONNX Runtime (default: every core). On a CPU shared with other
@@ -154,19 +182,29 @@ def run_comparison(budget: Budget, data: Path, out: Path, teacher: Optional[Path
         out=str(out / "compact_scratch"), preset=b.student_preset, image_size=b.student_size,
         minutes=b.student_minutes, lr_unet=b.lr_unet, lr_seg=b.lr_seg, **common))
 
-    rows = [measure(name, path, data, b.device, threads) for name, path in runs.items()]
-    teacher_row = rows[0]
+    machine = (f"{os.cpu_count()} CPU cores ({threads} threads used), torch {torch.__version__}, "
+               f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
+    result = {"budget": asdict(b), "data": str(data), "teacher": str(teacher), "rows": [], "machine": machine}
+    for name, path in runs.items():  # written after each row: a cut-off run keeps what it measured
+        result["rows"].append(measure(name, path, data, b.device, threads, latency=latency))
+        for folder in {out, report or out}:
+            write_result(result, folder)
+    return result
+
+
+def write_result(result: Dict[str, object], out: Path) -> None:
+    rows = result["rows"]
     for r in rows:
-        r["flops_reduction"] = teacher_row["gflops"] / r["gflops"]
-        r["image_auroc_minus_teacher"] = (r["image_auroc"] - teacher_row["image_auroc"]
-                                          if r["image_auroc"] is not None and teacher_row["image_auroc"] is not None
+        r["flops_reduction"] = rows[0]["gflops"] / r["gflops"]
+        r["image_auroc_minus_teacher"] = (r["image_auroc"] - rows[0]["image_auroc"]
+                                          if r["image_auroc"] is not None and rows[0]["image_auroc"] is not None
                                           else None)
-    result = {"budget": asdict(b), "data": str(data), "teacher": str(teacher), "rows": rows,
-              "machine": f"{os.cpu_count()} CPU cores ({threads} threads used), torch {torch.__version__}, "
-                         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"}
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     (out / "comparison.md").write_text(markdown(result))
-    return result
+
+
+def _latency(row) -> str:
+    return "-" if row["latency_ms_p50"] is None else f"{row['latency_ms_p50']:.2f} / {row['latency_ms_p90']:.2f}"
 
 
 def _pct(v) -> str:
@@ -180,7 +218,9 @@ def markdown(result: Dict[str, object]) -> str:
         f"{b['teacher_size']}x{b['teacher_size']} ({result['teacher']}); students and scratch "
         f"{b['student_preset']} {b['student_size']}x{b['student_size']}, {b['student_minutes']:g} min each, "
         f"batch {b['batch_size']}, lr {b['lr_unet']:g}/{b['lr_seg']:g}, device {b['device']}.",
-        "Latency: ONNX Runtime CPU provider, batch 1, fp32, per image (p50 / p90). AU-PRO: official MVTec, FPR <= 0.3.",
+        "Latency: ONNX Runtime CPU provider, batch 1, fp32, per image (p50 / p90)"
+        + (f", timed on {result['latency_machine']}" if "latency_machine" in result else "")
+        + ". AU-PRO: official MVTec, FPR <= 0.3.",
         "",
         "| model | size | U-Net passes | params (M) | GFLOPs | FLOPs vs teacher | image AUROC | d vs teacher "
         "| pixel AUROC | AU-PRO | ORT CPU ms p50 / p90 | trained (min, epochs) |",
@@ -191,7 +231,7 @@ def markdown(result: Dict[str, object]) -> str:
         lines.append(
             f"| {r['model']} | {r['image_size']} | {r['unet_passes']} | {r['params_m']:.2f} | {r['gflops']:.3f} | "
             f"{r['flops_reduction']:.1f}x | {_pct(r['image_auroc'])} | {'-' if d is None else f'{100 * d:+.2f}'} | "
-            f"{_pct(r['pixel_auroc'])} | {_pct(r['au_pro'])} | {r['latency_ms_p50']:.2f} / {r['latency_ms_p90']:.2f} | "
+            f"{_pct(r['pixel_auroc'])} | {_pct(r['au_pro'])} | {_latency(r)} | "
             f"{r['train_minutes']:.1f}, {r['epochs']} |")
     return "\n".join(lines) + "\n"
 
@@ -216,6 +256,14 @@ def test_distill_comparison_short(tmp_path):
     result = run_comparison(BUDGETS["short"], data, tmp_path, progress=False, threads=1)
     print("\n" + markdown(result))
     _check(result)
+    # The GPU-machine path: no timing there, then timed here from the rows' configs.
+    untimed = json.loads(json.dumps(result))
+    for row in untimed["rows"]:
+        row["latency_ms_p50"] = row["latency_ms_p90"] = None
+    assert "| - |" in markdown(untimed)
+    timed = add_latency(untimed, threads=1)
+    _check(timed)
+    assert "timed on" in markdown(timed)
 
 
 @pytest.mark.full
@@ -240,14 +288,26 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true", help="keep models already in --out (resume a long comparison)")
     p.add_argument("--student-minutes", type=float, help="override the budget's minutes per student / scratch")
     p.add_argument("--student-size", type=int, help="override the budget's student image size")
+    p.add_argument("--teacher-minutes", type=float, help="override the budget's teacher minutes")
+    p.add_argument("--no-latency", action="store_true",
+                   help="skip ONNX Runtime timing (e.g. on a GPU machine; add it later with --latency-of)")
+    p.add_argument("--report", type=Path, help="also write comparison.json/.md here (e.g. a folder that is synced)")
+    p.add_argument("--latency-of", type=Path, metavar="COMPARISON_JSON",
+                   help="only time the rows of this comparison.json on this machine's CPU and rewrite it")
     p.add_argument("--device", help="override the budget's device")
     p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: every core; 1 on a busy CPU)")
     args = p.parse_args()
+    if args.latency_of:
+        result = add_latency(json.loads(args.latency_of.read_text()), args.threads or os.cpu_count() or 1)
+        write_result(result, args.latency_of.parent)
+        print(markdown(result))
+        return
     budget = BUDGETS[args.budget]
     changes = {k: v for k, v in (("student_minutes", args.student_minutes), ("student_size", args.student_size),
-                                 ("device", args.device)) if v is not None}
+                                 ("teacher_minutes", args.teacher_minutes), ("device", args.device))
+               if v is not None}
     result = run_comparison(replace(budget, **changes), args.data, args.out, teacher=args.teacher, reuse=args.reuse,
-                            threads=args.threads)
+                            threads=args.threads, latency=not args.no_latency, report=args.report)
     print(markdown(result))
 
 

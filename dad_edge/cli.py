@@ -51,6 +51,8 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--threshold-quantile", type=float, default=0.99,
                    help="thresholds at this quantile of held-out good images")
     p.add_argument("--resume", action="store_true", help="go on from --out/train_state.safetensors")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads making synthetic anomalies (default: 0 on CPU, up to 8 on CUDA)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -74,7 +76,7 @@ def training_kwargs(args) -> dict:
         lr_unet=args.lr_unet, lr_seg=args.lr_seg, seed=args.seed, val_fraction=args.val_fraction,
         select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
         foreground=args.foreground, anomaly_prob=args.anomaly_prob, threshold_quantile=args.threshold_quantile,
-        resume=args.resume, progress=not args.quiet)
+        resume=args.resume, progress=not args.quiet, workers=args.workers)
 
 
 def train_options(args):

@@ -24,6 +24,7 @@ called by benchmarks/gpu_kernels.py and their tests only.
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -78,6 +79,9 @@ def pick(op: str, on_cuda: bool = False, impl: Optional[str] = None) -> str:
         have = available()
         if impl != "reference" and not have[impl]:
             raise RuntimeError(have["reasons"][impl])
+        if impl == "triton" and not on_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(f"impl='triton' runs {op} on CUDA tensors; these are on the CPU (use device='cuda', "
+                             "another impl, or Triton's interpreter: TRITON_INTERPRET=1 before triton is imported)")
         return impl
     if on_cuda:
         return "triton" if _triton_error() is None else "reference"

@@ -186,8 +186,10 @@ class UNet(nn.Module):
         return self
 
     def embed(self, t: torch.Tensor) -> torch.Tensor:
-        """(N,) timesteps -> (N, time_embed_dim)."""
-        return self.time_mlp(timestep_embedding(t, self.cfg.base_channels))
+        """(N,) timesteps -> (N, time_embed_dim), at the dtype of the network's weights (the sinusoids
+        are computed in float32: the model may have been cast to half for inference)."""
+        weight = self.time_mlp[0].weight
+        return self.time_mlp(timestep_embedding(t, self.cfg.base_channels).to(weight.dtype))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (N, C, H, W), t (N,) timesteps -> predicted noise (N, C, H, W)."""

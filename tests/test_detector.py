@@ -39,7 +39,7 @@ def rgb(tmp_path_factory):
 def test_torch_and_onnxruntime_agree_on_real_images(gray):
     ckpt, onnx_path, images = gray
     paths, labels = [p for p, _ in images], [y for _, y in images]
-    by_torch = Detector(ckpt)(paths)
+    by_torch = Detector(ckpt, device="cpu")(paths)  # the GPU's parity: benchmarks/test_parity.py
     by_ort = Detector(onnx_path)(paths)
     assert all(r.ok for r in by_torch + by_ort)
     map_diff = max(float(np.abs(a.anomaly_map - b.anomaly_map).max()) for a, b in zip(by_torch, by_ort))

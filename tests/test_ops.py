@@ -170,3 +170,15 @@ def test_cpu_path_imports_neither_torch_nor_triton():
             "print(sorted(m for m in ('torch', 'triton', 'cuda.bindings') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_triton_on_cpu_tensors_without_the_interpreter_is_a_clear_error(monkeypatch):
+    """Compiled Triton only takes CUDA tensors: asking for it on CPU tensors names the fix instead of
+    failing inside Triton's launcher (seen on an H100 machine, where the interpreter is off)."""
+    pytest.importorskip("triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="CUDA tensors.*device='cuda'"):
+        ops.pick("combine", on_cuda=False, impl="triton")
+    assert ops.pick("combine", on_cuda=True, impl="triton") == "triton"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert ops.pick("combine", on_cuda=False, impl="triton") == "triton"

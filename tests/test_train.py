@@ -227,3 +227,31 @@ def test_synthetic_batches_are_a_function_of_seed_and_epoch(data):
     # A last batch of one is dropped (BatchNorm cannot train on it).
     sb9 = SyntheticBatches(imgs[:9], stems[:9], AnomalySynthesizer(32, 1), 4, 0, shuffle=True)
     assert len(sb9) == 2 and sum(len(b[0]) for b in sb9.epoch(0)) == 8
+
+
+def test_threaded_synthetic_batches_equal_serial_ones(data):
+    """workers > 0 (the GPU default) must give exactly the batches of workers=0, in order,
+    also when a consumer stops early (the minutes budget breaks out mid-epoch)."""
+    from dad_edge.synthetic import AnomalySynthesizer
+    from dad_edge.train import SyntheticBatches, resolve_workers
+
+    samples, _ = MVTecCategory(data).train_val_split(0.1, 0)
+    imgs = load_images(samples, 32, 1)
+    stems = [s.path.stem for s in samples]
+    serial = list(SyntheticBatches(imgs, stems, AnomalySynthesizer(32, 1), 4, 3, True, workers=0).epoch(2))
+    threaded_batches = SyntheticBatches(imgs, stems, AnomalySynthesizer(32, 1), 4, 3, True, workers=3)
+    threaded = list(threaded_batches.epoch(2))
+    assert len(serial) == len(threaded) == 3
+    for a, b in zip(serial, threaded):
+        assert all(torch.equal(u, v) for u, v in zip(a, b))
+    first = next(iter(threaded_batches.epoch(2)))  # abandoned generator: the pool shuts down cleanly
+    assert torch.equal(first[0], serial[0][0])
+    assert resolve_workers(None, torch.device("cpu")) == 0 and resolve_workers(2, torch.device("cpu")) == 2
+    assert resolve_workers(None, torch.device("cuda")) >= 1
+
+
+def test_negative_workers_is_a_config_error(tmp_path):
+    from dad_edge.train import TrainOptions
+
+    with pytest.raises(ConfigError, match="workers=-1"):
+        TrainOptions(data=str(tmp_path), out=str(tmp_path / "o"), epochs=1, workers=-1).validate()
