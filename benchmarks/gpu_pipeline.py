@@ -66,7 +66,8 @@ def time_calls(fn, sync, iters, warmup):
 
 def capture(torch, fn, warmup=3):
     """fn() captured in a CUDA graph (warmed up on a side stream first, as torch's docs ask).
-    -> (replay, outputs): replay() re-runs the captured work into the same output tensors."""
+    -> (replay, outputs): replay() re-runs the captured work into the same output tensors and
+    returns them, as fn() does."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -76,7 +77,12 @@ def capture(torch, fn, warmup=3):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         outputs = fn()
-    return graph.replay, outputs
+
+    def replay():
+        graph.replay()
+        return outputs
+
+    return replay, outputs
 
 
 def random_weights(torch, model, seed=0, std=0.05):
@@ -131,7 +137,7 @@ def main(argv=None) -> int:
 
     print(f"\n{name}, {precision}, preset {args.preset}, model input {S}x{S}x{C}, "
           f"fused-path frames {fh}x{fw} uint8 BGR, torch {torch.__version__}")
-    print(f"{'path':14}{'batch':>6}{'images/s':>11}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'path':14}{'batch':>6}{'images/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'map diff':>12}")
     rows = []
     rng = np.random.default_rng(0)
     for batch in args.batch:
@@ -174,14 +180,18 @@ def main(argv=None) -> int:
                 rows.append(dict(path=label, batch=batch, device=name, precision=precision, size=S, smoke=True))
             continue
 
+        with torch.inference_mode():  # the paths must agree before their speeds mean anything
+            ref_map = run_plain()[0].float()
+            diffs = {label: float((fn()[0].float() - ref_map).abs().max()) for label, fn in candidates}
         for label, fn in candidates:
             times = time_calls(fn, sync, args.iters, args.warmup)
             mean = sum(times) / len(times)
             row = dict(path=label, batch=batch, images_per_s=batch / (mean * 1e-3), p50_ms=percentile(times, 50),
                        p99_ms=percentile(times, 99), device=name, precision=precision, size=S, channels=C,
-                       frame=[fh, fw], preset=args.preset, iters=args.iters)
+                       frame=[fh, fw], preset=args.preset, iters=args.iters, max_map_diff_vs_plain=diffs[label])
             rows.append(row)
-            print(f"{label:14}{batch:>6}{row['images_per_s']:>11.1f}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}")
+            print(f"{label:14}{batch:>6}{row['images_per_s']:>11.1f}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+                  f"{diffs[label]:>12.1e}")
 
     if args.json:
         with open(args.json, "w") as f:

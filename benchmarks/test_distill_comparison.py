@@ -147,7 +147,7 @@ def add_latency(result: Dict[str, object], threads: int) -> Dict[str, object]:
 
 def run_comparison(budget: Budget, data: Path, out: Path, teacher: Optional[Path] = None,
                    reuse: bool = False, progress: bool = True, threads: Optional[int] = None,
-                   latency: bool = True, report: Optional[Path] = None) -> Dict[str, object]:
+                   latency: bool = True, report: Optional[Path] = None, seed: int = 0) -> Dict[str, object]:
     """Train / distil what is missing, measure all four, write comparison.json and .md.
 
     threads: of torch and ONNX Runtime (default: every core). On a CPU shared with other
@@ -163,7 +163,8 @@ def run_comparison(budget: Budget, data: Path, out: Path, teacher: Optional[Path
 
     out.mkdir(parents=True, exist_ok=True)
     b = budget
-    common = dict(data=str(data), batch_size=b.batch_size, device=b.device, epochs=b.max_epochs, progress=progress)
+    common = dict(data=str(data), batch_size=b.batch_size, device=b.device, epochs=b.max_epochs, progress=progress,
+                  seed=seed)
 
     def done(folder: str) -> Optional[Path]:
         p = out / folder / "model.safetensors"
@@ -184,7 +185,8 @@ def run_comparison(budget: Budget, data: Path, out: Path, teacher: Optional[Path
 
     machine = (f"{os.cpu_count()} CPU cores ({threads} threads used), torch {torch.__version__}, "
                f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
-    result = {"budget": asdict(b), "data": str(data), "teacher": str(teacher), "rows": [], "machine": machine}
+    result = {"budget": asdict(b), "data": str(data), "teacher": str(teacher), "rows": [], "machine": machine,
+              "seed": seed}
     for name, path in runs.items():  # written after each row: a cut-off run keeps what it measured
         result["rows"].append(measure(name, path, data, b.device, threads, latency=latency))
         for folder in {out, report or out}:
@@ -217,7 +219,8 @@ def markdown(result: Dict[str, object]) -> str:
         f"Budget `{b['name']}` on {result['data']} ({result['machine']}): teacher {b['teacher_preset']} "
         f"{b['teacher_size']}x{b['teacher_size']} ({result['teacher']}); students and scratch "
         f"{b['student_preset']} {b['student_size']}x{b['student_size']}, {b['student_minutes']:g} min each, "
-        f"batch {b['batch_size']}, lr {b['lr_unet']:g}/{b['lr_seg']:g}, device {b['device']}.",
+        f"batch {b['batch_size']}, lr {b['lr_unet']:g}/{b['lr_seg']:g}, device {b['device']}, "
+        f"seed {result.get('seed', 0)}.",
         "Latency: ONNX Runtime CPU provider, batch 1, fp32, per image (p50 / p90)"
         + (f", timed on {result['latency_machine']}" if "latency_machine" in result else "")
         + ". AU-PRO: official MVTec, FPR <= 0.3.",
@@ -291,6 +294,7 @@ def main() -> None:
     p.add_argument("--teacher-minutes", type=float, help="override the budget's teacher minutes")
     p.add_argument("--no-latency", action="store_true",
                    help="skip ONNX Runtime timing (e.g. on a GPU machine; add it later with --latency-of)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every run (repeat with others for spread)")
     p.add_argument("--report", type=Path, help="also write comparison.json/.md here (e.g. a folder that is synced)")
     p.add_argument("--latency-of", type=Path, metavar="COMPARISON_JSON",
                    help="only time the rows of this comparison.json on this machine's CPU and rewrite it")
@@ -307,7 +311,8 @@ def main() -> None:
                                  ("teacher_minutes", args.teacher_minutes), ("device", args.device))
                if v is not None}
     result = run_comparison(replace(budget, **changes), args.data, args.out, teacher=args.teacher, reuse=args.reuse,
-                            threads=args.threads, latency=not args.no_latency, report=args.report)
+                            threads=args.threads, latency=not args.no_latency, report=args.report,
+                            seed=args.seed)
     print(markdown(result))
 
 

@@ -141,7 +141,7 @@ def test_student_learns_the_teacher_on_a_fixed_batch(teacher, data, tmp_path, si
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in d.teacher.unet.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+            p.add_(0.05 * torch.randn(p.shape, generator=gen).to(p.device))  # the teacher is on CUDA if any
     x, mask, normal = next(d.train.epoch(0))
     losses = []
     for _ in range(12):
