@@ -226,7 +226,7 @@ def markdown(result: Dict[str, object]) -> str:
         + ". AU-PRO: official MVTec, FPR <= 0.3.",
         "",
         "| model | size | U-Net passes | params (M) | GFLOPs | FLOPs vs teacher | image AUROC | d vs teacher "
-        "| pixel AUROC | AU-PRO | ORT CPU ms p50 / p90 | trained (min, epochs) |",
+        "| pixel AUROC | AU-PRO | ORT CPU ms p50 / p90 | selected at (min, epoch) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
