@@ -121,6 +121,8 @@ def add_predict(sub) -> None:
     p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend the suffix picks")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU where the backend has one)")
     p.add_argument("--half", action="store_true", help="fp16 (torch backend on CUDA)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the network from a CUDA graph per batch size (torch backend on CUDA)")
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.set_defaults(func=cmd_predict)
 
@@ -135,7 +137,8 @@ def _unique_name(stem: str, used: Dict[str, int]) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dad_edge.detector import Detector
 
-    det = Detector(args.model, backend=args.backend, device=args.device, half=args.half, batch_size=args.batch_size)
+    det = Detector(args.model, backend=args.backend, device=args.device, half=args.half, batch_size=args.batch_size,
+                   cuda_graphs=args.cuda_graphs)
     print(f"{det}", flush=True)
     counts = {"ok": 0, "failed": 0, "anomalous": 0}
     totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}

@@ -42,6 +42,8 @@ def add_command(sub) -> None:
     p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend the suffix picks")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU where the backend has one)")
     p.add_argument("--half", action="store_true", help="fp16 (torch backend on CUDA)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the network from a CUDA graph per batch size (torch backend on CUDA)")
     p.add_argument("--color-order", choices=COLOR_ORDERS,
                    help="of the source's frames (default: BGR for cameras and videos, RGB for image files)")
     p.add_argument("--log-every", type=float, default=10.0, metavar="S", help="statistics line every S seconds")
@@ -62,7 +64,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     # stream runs, its capture thread owns the source and closes it.
     source = open_source(args.source)
     try:
-        det = Detector(args.model, backend=args.backend, device=args.device, half=args.half, batch_size=args.batch)
+        det = Detector(args.model, backend=args.backend, device=args.device, half=args.half, batch_size=args.batch,
+                       cuda_graphs=args.cuda_graphs)
     except BaseException:
         source.close()
         raise

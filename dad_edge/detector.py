@@ -45,7 +45,7 @@ def _display_image(frame: np.ndarray, color_order: str) -> np.ndarray:
 class Detector:
     def __init__(self, model: Union[str, Path], backend: Optional[str] = None, device: Optional[str] = None,
                  half: bool = False, color_order: str = "BGR", batch_size: int = 8,
-                 fused: Optional[bool] = None):
+                 fused: Optional[bool] = None, cuda_graphs: bool = False):
         """`model`: .safetensors (torch), .onnx (ONNX Runtime), .plan / .engine (TensorRT).
 
         backend: force one ("torch", "onnxruntime", "tensorrt"); device: "cpu", "cuda",
@@ -54,6 +54,9 @@ class Detector:
         fused (torch backend): None = automatic, the fused kernels (Triton) on a CUDA device
         where Triton is installed and the plain graph elsewhere (so on the CPU); True forces
         the fused stages (on the CPU: C extension / numpy forms, same numbers); False never.
+        cuda_graphs (torch backend on CUDA): replay the network part of each call from a CUDA
+        graph captured once per batch size (several times faster at small batches; the first
+        call of each batch size pays the capture).
         """
         if color_order not in COLOR_ORDERS:
             raise ConfigError(f"color_order={color_order!r} must be one of {COLOR_ORDERS}")
@@ -62,10 +65,10 @@ class Detector:
         self.path = Path(model)
         options = {"device": device, "half": half}
         if backend_name(self.path, backend) == "torch":
-            options["fused"] = fused
-        elif fused:
-            raise ConfigError("fused=True applies to the torch backend (a .safetensors checkpoint); "
-                              "ONNX Runtime and TensorRT run their own graph")
+            options.update(fused=fused, cuda_graphs=cuda_graphs)
+        elif fused or cuda_graphs:
+            raise ConfigError(f"{'fused' if fused else 'cuda_graphs'}=True applies to the torch backend (a "
+                              ".safetensors checkpoint); ONNX Runtime and TensorRT run their own graph")
         self.backend = load_backend(self.path, backend, **options)
         self.meta = self.backend.meta
         self.config = md.model_config(self.meta)

@@ -17,7 +17,7 @@ half=True); the kernels between them at float32.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -77,12 +77,17 @@ class FusedPipeline:
     def from_frames(self, frames, color_order: str = "BGR", pixel_threshold: Optional[float] = None) -> FusedOutput:
         """Frames -> FusedOutput: a list of (H, W[, C]) uint8 arrays or tensors of any sizes, or
         one (B, H, W, C) uint8 array / tensor (on the GPU already: nothing is uploaded)."""
+        return self.stages(*self.prepare_frames(frames, color_order), pixel_threshold=pixel_threshold)
+
+    @torch.inference_mode()
+    def prepare_frames(self, frames, color_order: str = "BGR") -> Tuple[torch.Tensor, torch.Tensor]:
+        """Frames -> (U-Net input, segmentation input with x filled in): the fused pre-processing."""
         c, s = self.cfg.channels, self.cfg.image_size
         b = len(frames)
         seg_in = torch.empty((b, 2 * c, s, s), device=self.device)
-        unet_in, x = ops.preprocess_noise(frames, self.cfg, self.noise, color_order, x_out=seg_in[:, :c],
+        unet_in, _ = ops.preprocess_noise(frames, self.cfg, self.noise, color_order, x_out=seg_in[:, :c],
                                           impl=self._form("preprocess_noise"))
-        return self._stages(unet_in, x, seg_in, pixel_threshold)
+        return unet_in, seg_in
 
     @torch.inference_mode()
     def from_pixels(self, pixels: torch.Tensor, pixel_threshold: Optional[float] = None) -> FusedOutput:
@@ -91,6 +96,11 @@ class FusedPipeline:
         The normalisation and noising are DeployGraph's and DiffusionAD.forward's torch arithmetic
         (no fused form takes float pixels); the stages after them are the fused ones.
         """
+        return self.stages(*self.prepare_pixels(pixels), pixel_threshold=pixel_threshold)
+
+    @torch.inference_mode()
+    def prepare_pixels(self, pixels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, S, S) pixels 0..255 -> (U-Net input, segmentation input with x filled in)."""
         c, s = self.cfg.channels, self.cfg.image_size
         b = pixels.shape[0]
         seg_in = torch.empty((b, 2 * c, s, s), device=self.device)
@@ -99,7 +109,7 @@ class FusedPipeline:
         sa_s, sb_s, sa_l, sb_l = self._coefs
         x_s = sa_s * x + sb_s * self.noise[0]
         unet_in = torch.cat([x_s, sa_l * x + sb_l * self.noise[1]]) if self.two_pass else x_s
-        return self._stages(unet_in, x, seg_in, pixel_threshold)
+        return unet_in, seg_in
 
     __call__ = from_frames
 
@@ -121,8 +131,13 @@ class FusedPipeline:
             return e[:, None, :].expand(2, b, e.shape[1]).reshape(2 * b, e.shape[1])
         return e.expand(b, e.shape[1])
 
-    def _stages(self, unet_in, x, seg_in, pixel_threshold) -> FusedOutput:
+    @torch.inference_mode()
+    def stages(self, unet_in: torch.Tensor, seg_in: torch.Tensor,
+               pixel_threshold: Optional[float] = None) -> FusedOutput:
+        """The networks, combine and score on prepared inputs (what a CUDA graph captures: fixed
+        shapes, no host synchronisation). seg_in (B, 2C, S, S) holds x in its first C channels."""
         m, cfg, dtype = self.model, self.cfg, self.dtype
+        x = seg_in[:, :cfg.channels]
         b = x.shape[0]
         out = m.unet.forward_embedded(unet_in.to(dtype), self._embedding(b))  # eps (2B, ...) or x0 (B, ...)
         seg_in = ops.combine(x, out.float().contiguous(), self.noise, cfg, out=seg_in, impl=self._form("combine"))

@@ -27,7 +27,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, path: Path, device: Optional[str] = None, half: bool = False,
-                 fused: Optional[bool] = None, fused_impl: Optional[str] = None):
+                 fused: Optional[bool] = None, fused_impl: Optional[str] = None, cuda_graphs: bool = False):
         import torch
 
         from dad_edge.checkpoint import load_model
@@ -44,6 +44,9 @@ class TorchBackend(Backend):
                                "use device='cpu' or install a CUDA build of torch")
         if half and dev.type != "cuda":
             raise BackendError("half=True needs a CUDA device; on the CPU the torch backend runs fp32")
+        if cuda_graphs and dev.type != "cuda":
+            raise BackendError(f"cuda_graphs=True needs a CUDA device (device={str(dev)!r}); CUDA graphs "
+                               "replay the GPU work of one call without Python's launch overhead")
         model, self.meta = load_model(path, device=str(dev))
         self.dtype = torch.float16 if half else torch.float32
         if fused is None:
@@ -55,6 +58,14 @@ class TorchBackend(Backend):
             raise BackendError(f"fused_impl: {exc}") from None
         self.graph = DeployGraph(model).to(self.dtype).eval()
         self.device = str(dev)
+        # With cuda_graphs: the network part captured once per batch size (cuda_graphs.py);
+        # pre-processing (uploads of frames of any size) stays outside the graph.
+        self.graphed = None
+        self._network = self.fused.stages if self.fused is not None else self.graph
+        if cuda_graphs:
+            from .cuda_graphs import GraphedCall
+
+            self.graphed = self._network = GraphedCall(self._network)
 
     @property
     def takes_frames(self) -> bool:
@@ -65,10 +76,11 @@ class TorchBackend(Backend):
         torch = self._torch
         with torch.inference_mode():
             if self.fused is not None:
-                maps, scores, _ = self.fused.from_pixels(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+                prepared = self.fused.prepare_pixels(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+                maps, scores, _ = self._network(*prepared)
             else:
                 image = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device, self.dtype)
-                maps, scores = self.graph(image)
+                maps, scores = self._network(image)
             return maps[:, 0].float().cpu().numpy(), scores.float().cpu().numpy()
 
     def infer_frames(self, frames: Sequence[np.ndarray], color_order: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -76,5 +88,6 @@ class TorchBackend(Backend):
         the fused path only (takes_frames): resize, colour, normalisation and noise in one kernel."""
         if self.fused is None:
             raise BackendError("infer_frames needs the fused path (TorchBackend(fused=True))")
-        maps, scores, _ = self.fused.from_frames(list(frames), color_order)
-        return maps[:, 0].cpu().numpy(), scores.cpu().numpy()
+        with self._torch.inference_mode():
+            maps, scores, _ = self._network(*self.fused.prepare_frames(list(frames), color_order))
+            return maps[:, 0].cpu().numpy(), scores.cpu().numpy()
