@@ -87,9 +87,26 @@ def validate_metadata(meta: Any, where: str) -> Dict[str, Any]:
     if not isinstance(pre, dict) or not all(isinstance(pre.get(k), (int, float)) for k in ("scale", "offset")):
         raise CheckpointError(f"{where}: 'preprocessing' must hold numeric 'scale' and 'offset'")
     Thresholds.from_dict(meta.get("thresholds", {}), where)
+    if meta["kind"] in ("onnx", "tensorrt"):
+        _check_export(meta.get("export"), where)
     if meta["kind"] == "tensorrt":
         _check_tensorrt(meta.get("tensorrt"), where)
     return meta
+
+
+def _check_export(section: Any, where: str) -> None:
+    """An exported graph records its interface (export/onnx_export.py export_section): the engine
+    builder reads it, and a hand-edited or truncated section must fail here, not deep inside a build."""
+    batch = section.get("batch") if isinstance(section, dict) else None
+    ok = (isinstance(section, dict) and isinstance(section.get("opset"), int) and section["opset"] > 0
+          and (batch == "dynamic" or (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1))
+          and section.get("precision") in PRECISIONS and isinstance(section.get("input"), dict)
+          and isinstance(section.get("outputs"), list))
+    if not ok:
+        raise CheckpointError(f"{where}: exported-model metadata needs an 'export' section with an int 'opset', "
+                              "'batch' ('dynamic' or >= 1), a 'precision' in "
+                              f"{PRECISIONS}, 'input' and 'outputs' (found {section!r}); re-export it with "
+                              "`dad-edge export`")
 
 
 def _check_tensorrt(section: Any, where: str) -> None:

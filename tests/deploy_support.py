@@ -82,4 +82,6 @@ def engine_meta(**tensorrt):
     """Metadata of a tiny engine as `dad-edge export --format engine` writes it (fp16, Orin)."""
     section = {"version": "10.3.0.26", "compute_capability": "8.7", "gpu_name": "Orin", "precision": "fp16",
                "source": "model.onnx", **tensorrt}
-    return md.build_metadata(preset("tiny"), kind="tensorrt", tensorrt=section)
+    export = {"opset": 17, "input": {"name": "image", "dtype": "float32", "layout": "NCHW", "range": [0, 255]},
+              "outputs": ["anomaly_map", "score"], "batch": "dynamic", "precision": "fp16"}
+    return md.build_metadata(preset("tiny"), kind="tensorrt", tensorrt=section, export=export)

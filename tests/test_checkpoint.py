@@ -14,6 +14,7 @@ from dad_edge.errors import CheckpointError
 from dad_edge.metadata import Thresholds, build_metadata
 from dad_edge.pipeline import DiffusionAD
 from dad_edge.version import FORMAT_VERSION
+from deploy_support import engine_meta
 
 
 def _model(seed=0, **changes):
@@ -237,7 +238,8 @@ def test_weights_that_do_not_match_the_config(tmp_path):
 
 
 def test_other_artifact_kind_is_not_a_checkpoint(tmp_path):
-    meta = build_metadata(preset("tiny"), kind="onnx")
+    meta = {**engine_meta(), "kind": "onnx"}  # valid ONNX metadata, in a .safetensors file
+    del meta["tensorrt"]
     path = tmp_path / "m.safetensors"
     ckpt.save_model(path, _model(), meta)
     with pytest.raises(CheckpointError, match="onnx"):

@@ -69,7 +69,7 @@ def test_damaged_files(tmp_path, damage, message):
 def test_header_must_describe_an_engine(tmp_path):
     with pytest.raises(CheckpointError, match="'tensorrt' section"):
         write_engine_file(tmp_path / "a.plan", PLAN, {**engine_meta(), "tensorrt": {"version": "10.3"}})
-    onnx_meta = md.build_metadata(preset("tiny"), kind="onnx")
+    onnx_meta = md.build_metadata(preset("tiny"), kind="onnx", export=engine_meta()["export"])
     path = tmp_path / "b.plan"
     path.write_bytes(PLAN)
     sidecar_path(path).write_text(md.dumps(onnx_meta))
@@ -79,3 +79,25 @@ def test_header_must_describe_an_engine(tmp_path):
     sidecar_path(path).write_text(json.dumps(newer))
     with pytest.raises(CheckpointError, match="upgrade dad_edge"):
         read_engine_file(path)
+
+
+@pytest.mark.parametrize("change", [
+    {"export": None},
+    {"export": {"opset": 17, "batch": 0}},
+    {"export_batch": "many"},
+    {"export_precision": "fp8"},
+    {"export_opset": "17"},
+])
+def test_exported_metadata_needs_a_valid_export_section(tmp_path, change):
+    """The engine builder reads the ONNX file's 'export' section; a missing or malformed one is
+    refused at load with what to do, for ONNX files and engines alike."""
+    meta = engine_meta()
+    for key, value in change.items():
+        if key == "export":
+            meta = {k: v for k, v in meta.items() if k != "export"} if value is None else {**meta, "export": value}
+        else:
+            meta = {**meta, "export": {**meta["export"], key.split("_", 1)[1]: value}}
+    for kind in ("onnx", "tensorrt"):
+        with pytest.raises(CheckpointError, match="'export' section.*re-export"):
+            md.validate_metadata({**meta, "kind": kind}, "m.onnx")
+    assert md.validate_metadata(engine_meta(), "ok.plan")["export"]["batch"] == "dynamic"
