@@ -20,6 +20,8 @@ import queue
 import re
 import sys
 import threading
+import time
+from itertools import count
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -55,7 +57,8 @@ def anomaly_boxes(result, image_threshold: Optional[float] = None, min_area: int
 
 
 def event_record(result, boxes: List[List[int]], saved: Optional[str] = None) -> Dict[str, Any]:
-    """One line of the events file: frame (from 0), time (Unix seconds of capture), score, label, boxes."""
+    """One line of the events file: frame (from 0 in each run), time (Unix seconds of capture), score,
+    label, boxes; EventLog adds the run."""
     record = {"frame": result.frame, "time": round(result.time, 3), "source": result.source,
               "score": result.score, "normalized_score": result.normalized_score, "label": result.label,
               "boxes": boxes, "latency_ms": round(result.latency_ms, 2)}
@@ -117,17 +120,25 @@ class VideoOutput:
             self.writer = None
 
 
+_LOG_NUMBERS = count()  # tells apart two logs opened in the same second by one process
+
+
 class EventLog:
-    """JSON lines, appended (a restart keeps earlier events), one write and one flush per line."""
+    """JSON lines, appended (a restart keeps earlier events), one write and one flush per line.
+
+    Frame numbers start at 0 in every run, so each line carries the run it belongs to: "run",
+    the local start time and process id of this log (e.g. "20261122T184301-4242").
+    """
 
     def __init__(self, path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a", encoding="utf-8")
         self.lines = 0
+        self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_LOG_NUMBERS)}"
 
     def write(self, record: Dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(json.dumps({**record, "run": self.run}) + "\n")
         self.file.flush()
         self.lines += 1
 

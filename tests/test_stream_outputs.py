@@ -64,13 +64,17 @@ def test_video_output_mixed_sizes_and_formats(tmp_path):
         VideoOutput(tmp_path / "out.gif")
 
 
-def test_event_log_appends_complete_lines(tmp_path):
-    for frame in (0, 1):
+def test_event_log_appends_complete_lines_and_names_the_run(tmp_path):
+    runs = []
+    for _ in range(2):  # two runs into one file: frame numbers restart, the run tells them apart
         log = EventLog(tmp_path / "events.jsonl")
-        log.write({"frame": frame})
+        log.write({"frame": 0})
+        log.write({"frame": 1})
         log.close()
-    assert [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()] == [{"frame": 0},
-                                                                                            {"frame": 1}]
+        runs.append(log.run)
+    lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [x["frame"] for x in lines] == [0, 1, 0, 1]
+    assert runs[0] != runs[1] and [x["run"] for x in lines] == [runs[0]] * 2 + [runs[1]] * 2
 
 
 def test_outputs_together(tmp_path, caplog):
