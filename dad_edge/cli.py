@@ -20,6 +20,24 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def add_runtime_arguments(p, precision: bool = True) -> None:
+    """--backend and --device of a command that opens a model file; with `precision` also the
+    torch backend's --half and --cuda-graphs (predict, stream). Read back with runtime_kwargs()."""
+    from .backends import BACKENDS
+
+    p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend the suffix picks")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU where the backend has one)")
+    if precision:
+        p.add_argument("--half", action="store_true", help="fp16 (torch backend on CUDA)")
+        p.add_argument("--cuda-graphs", action="store_true",
+                       help="replay the network from a CUDA graph per batch size (torch backend on CUDA)")
+
+
+def runtime_kwargs(args) -> dict:
+    """The Detector keyword arguments add_runtime_arguments(precision=True) parsed."""
+    return dict(backend=args.backend, device=args.device, half=args.half, cuda_graphs=args.cuda_graphs)
+
+
 def _channels(text: str) -> Optional[int]:
     if text == "auto":
         return None

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from .backends import BACKENDS
-from .cli import _positive_int
+from .cli import _positive_int, add_runtime_arguments, runtime_kwargs
 from .errors import ConfigError
 
 
@@ -94,8 +93,7 @@ def add_calibrate(sub) -> None:
                    help="category folder (MVTec layout; F1-max when test/ has defects) or a folder of good images")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="with good images only: thresholds at this quantile of their scores (default 0.99)")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend the suffix picks")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU where the backend has one)")
+    add_runtime_arguments(p, precision=False)
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.set_defaults(func=cmd_calibrate)
 
@@ -118,11 +116,7 @@ def add_predict(sub) -> None:
     p.add_argument("model", help="model.safetensors, .onnx or .plan / .engine")
     p.add_argument("sources", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--save", type=Path, metavar="DIR", help="write overlays and results.jsonl here")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend the suffix picks")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU where the backend has one)")
-    p.add_argument("--half", action="store_true", help="fp16 (torch backend on CUDA)")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="replay the network from a CUDA graph per batch size (torch backend on CUDA)")
+    add_runtime_arguments(p)
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.set_defaults(func=cmd_predict)
 
@@ -137,8 +131,7 @@ def _unique_name(stem: str, used: Dict[str, int]) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dad_edge.detector import Detector
 
-    det = Detector(args.model, backend=args.backend, device=args.device, half=args.half, batch_size=args.batch_size,
-                   cuda_graphs=args.cuda_graphs)
+    det = Detector(args.model, batch_size=args.batch_size, **runtime_kwargs(args))
     print(f"{det}", flush=True)
     counts = {"ok": 0, "failed": 0, "anomalous": 0}
     totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}

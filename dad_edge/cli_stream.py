@@ -14,8 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .backends import BACKENDS
-from .cli import _positive_int
+from .cli import _positive_int, add_runtime_arguments, runtime_kwargs
 from .detector import COLOR_ORDERS
 
 
@@ -39,11 +38,7 @@ def add_command(sub) -> None:
                    help="at most one alarm per S seconds (default 10)")
     p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
     p.add_argument("--queue", type=_positive_int, metavar="N", help="frames buffered after capture (default 2 x batch)")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend the suffix picks")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU where the backend has one)")
-    p.add_argument("--half", action="store_true", help="fp16 (torch backend on CUDA)")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="replay the network from a CUDA graph per batch size (torch backend on CUDA)")
+    add_runtime_arguments(p)
     p.add_argument("--color-order", choices=COLOR_ORDERS,
                    help="of the source's frames (default: BGR for cameras and videos, RGB for image files)")
     p.add_argument("--log-every", type=float, default=10.0, metavar="S", help="statistics line every S seconds")
@@ -64,8 +59,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     # stream runs, its capture thread owns the source and closes it.
     source = open_source(args.source)
     try:
-        det = Detector(args.model, backend=args.backend, device=args.device, half=args.half, batch_size=args.batch,
-                       cuda_graphs=args.cuda_graphs)
+        det = Detector(args.model, batch_size=args.batch, **runtime_kwargs(args))
     except BaseException:
         source.close()
         raise

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import BackendError
 from .base import Backend
+from .cuda_graphs import GraphedCall
 
 
 class TorchBackend(Backend):
@@ -60,12 +61,14 @@ class TorchBackend(Backend):
         self.device = str(dev)
         # With cuda_graphs: the network part captured once per batch size (cuda_graphs.py);
         # pre-processing (uploads of frames of any size) stays outside the graph.
-        self.graphed = None
         self._network = self.fused.stages if self.fused is not None else self.graph
         if cuda_graphs:
-            from .cuda_graphs import GraphedCall
+            self._network = GraphedCall(self._network)
 
-            self.graphed = self._network = GraphedCall(self._network)
+    @property
+    def graphed(self) -> Optional[GraphedCall]:
+        """The CUDA graphs of the network (cuda_graphs=True), else None."""
+        return self._network if isinstance(self._network, GraphedCall) else None
 
     @property
     def takes_frames(self) -> bool:
