@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import dad_edge
-from dad_edge import metadata as md
-from dad_edge.atomic import write_bytes_atomic
-from dad_edge.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend
-from dad_edge.config import preset
+from dad_edge.artifacts import metadata as md
+from dad_edge.artifacts.atomic import write_bytes_atomic
+from dad_edge.runtime.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend
+from dad_edge.model.config import preset
 
 NAME = "efficientad-s"
 IMAGE_SIZE = 256

@@ -37,10 +37,10 @@ class Artifacts:
     def checkpoint(self, model: str) -> Path:
         key = (model, "checkpoint")
         if key not in self._files:
-            from dad_edge import metadata as md
-            from dad_edge.checkpoint import save_model
-            from dad_edge.config import preset
-            from dad_edge.pipeline import DiffusionAD
+            from dad_edge.artifacts import metadata as md
+            from dad_edge.artifacts.checkpoint import save_model
+            from dad_edge.model.config import preset
+            from dad_edge.model.diffusion_ad import DiffusionAD
 
             cfg = preset(model, image_size=256, channels=3)
             torch.manual_seed(0)

@@ -68,7 +68,7 @@ def _ort_providers() -> List[str]:
 def _tensorrt() -> Optional[str]:
     if importlib.util.find_spec("tensorrt") is None:
         return "TensorRT is not installed (import tensorrt fails)"
-    from dad_edge.backends.cuda_runtime import Cuda
+    from dad_edge.runtime.backends.cuda_runtime import Cuda
     from dad_edge.errors import BackendError
 
     try:

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     from dad_edge.kernels.preprocess_noise_triton import preprocess_noise_triton
     from dad_edge.kernels.score_ref import gaussian_taps, score_ref
     from dad_edge.kernels.score_triton import score_triton
-    from dad_edge.preprocess import OFFSET, SCALE
+    from dad_edge.data.preprocess import OFFSET, SCALE
 
     device = "cpu" if args.smoke else "cuda"
     name = "CPU (Triton interpreter, smoke run)" if args.smoke else torch.cuda.get_device_name()

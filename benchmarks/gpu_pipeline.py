@@ -8,7 +8,7 @@
 Rows, per batch size:
   plain          DeployGraph (what export traces): pixels (B, C, S, S) float 0..255 on the GPU in,
                  (map, score) out; torch ops only
-  fused          dad_edge.fused_pipeline.FusedPipeline: uint8 frames (B, H, W, C) on the GPU in;
+  fused          dad_edge.runtime.fused.FusedPipeline: uint8 frames (B, H, W, C) on the GPU in;
                  pre-processing + noise, combine and score as Triton kernels, GroupNorm + SiLU fused
                  in the U-Net (the torch backend's default on CUDA)
   plain+graph    the plain forward captured once in a torch.cuda.CUDAGraph at that batch, replayed
@@ -107,11 +107,11 @@ def main(argv=None) -> int:
         return 2
     import numpy as np
 
-    from dad_edge import ops
-    from dad_edge.config import preset
-    from dad_edge.export.graph import DeployGraph
-    from dad_edge.fused_pipeline import FusedPipeline
-    from dad_edge.pipeline import DiffusionAD
+    from dad_edge.runtime import ops
+    from dad_edge.model.config import preset
+    from dad_edge.model.deploy_graph import DeployGraph
+    from dad_edge.runtime.fused import FusedPipeline
+    from dad_edge.model.diffusion_ad import DiffusionAD
 
     if not args.smoke and not ops.available()["triton"]:
         print(f"gpu_pipeline.py needs triton for the fused rows: {ops.available()['reasons']['triton']}",

@@ -3,7 +3,7 @@ measured peaks, the model's FLOPs and bytes per image, and the session's result 
 
 Definitions (stated once here, printed under the table):
 - FLOPs: torch's FlopCounterMode on the meta device, 2 per multiply-add of convolutions,
-  matrix products and attention; elementwise work uncounted (as dad_edge.model_info).
+  matrix products and attention; elementwise work uncounted (as dad_edge.model.info).
 - bytes per image: every aten operator of the deployed forward reads its tensor inputs
   (weights included) and writes its outputs once, views excepted: the traffic of an
   unfused execution, counted on the meta device at batch B and divided by B; tensors at
@@ -54,7 +54,7 @@ def device_name(device: str) -> str:
         return f"{cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    from dad_edge.backends.cuda_runtime import Cuda
+    from dad_edge.runtime.backends.cuda_runtime import Cuda
 
     return Cuda(0).name()
 
@@ -197,9 +197,9 @@ def cost(model: str, batch: int) -> Dict[str, float]:
 
                 module, size, channels = EfficientADS(), IMAGE_SIZE, 3
             else:
-                from dad_edge.config import preset
-                from dad_edge.export.graph import DeployGraph
-                from dad_edge.pipeline import DiffusionAD
+                from dad_edge.model.config import preset
+                from dad_edge.model.deploy_graph import DeployGraph
+                from dad_edge.model.diffusion_ad import DiffusionAD
 
                 cfg = preset(model)
                 module, size, channels = DeployGraph(DiffusionAD(cfg)), cfg.image_size, cfg.channels

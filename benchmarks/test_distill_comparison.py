@@ -103,9 +103,9 @@ def onnx_latency(model, out_dir: Path, threads: int, runs: int = 50, max_seconds
 
 def measure(name: str, path: Path, data: Path, device: str, threads: int,
             latency: bool = True) -> Dict[str, object]:
-    from dad_edge.checkpoint import load_model
-    from dad_edge.evaluate import backend_infer_fn, evaluate
-    from dad_edge.model_info import model_info
+    from dad_edge.artifacts.checkpoint import load_model
+    from dad_edge.training.evaluate import backend_infer_fn, evaluate
+    from dad_edge.model.info import model_info
 
     infer, size = backend_infer_fn(path, "torch", None if device == "auto" else device)
     metrics = evaluate(infer, size, data)
@@ -135,8 +135,8 @@ def add_latency(result: Dict[str, object], threads: int) -> Dict[str, object]:
     """
     import torch
 
-    from dad_edge.config import ModelConfig
-    from dad_edge.pipeline import DiffusionAD
+    from dad_edge.model.config import ModelConfig
+    from dad_edge.model.diffusion_ad import DiffusionAD
 
     torch.manual_seed(0)
     for row in result["rows"]:
@@ -155,8 +155,8 @@ def run_comparison(budget: Budget, data: Path, out: Path, teacher: Optional[Path
     """
     import torch
 
-    from dad_edge.distill import DistillOptions, distill
-    from dad_edge.train import TrainOptions, train
+    from dad_edge.training.distill import DistillOptions, distill
+    from dad_edge.training.train import TrainOptions, train
 
     threads = threads or int(os.environ.get("DAD_EDGE_BENCH_THREADS", 0)) or os.cpu_count() or 1
     torch.set_num_threads(threads)

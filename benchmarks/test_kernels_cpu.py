@@ -14,9 +14,9 @@ import os
 import numpy as np
 import pytest
 
-from dad_edge import ops
-from dad_edge.config import preset
-from dad_edge.metadata import Thresholds
+from dad_edge.runtime import ops
+from dad_edge.model.config import preset
+from dad_edge.artifacts.metadata import Thresholds
 
 pytestmark = pytest.mark.skipif(not ops.available()["c"], reason=str(ops.available()["reasons"].get("c")))
 

@@ -11,7 +11,7 @@ test split (582 images).
 The checkpoint is exported to ONNX (and, where TensorRT is, built into fp16 and INT8
 engines, INT8 calibrated on the category's good training images) in a temporary folder;
 each backend runs the test images with the Detector's own pre-processing (what
-dad_edge.evaluate.backend_infer_fn does, plus the half / fused options of torch; a fused
+dad_edge.training.evaluate.backend_infer_fn does, plus the half / fused options of torch; a fused
 backend gets the uint8 frames and pre-processes them itself, as in the Detector).
 Per backend: image AUROC, pixel AUROC (maps at the model's resolution against the
 masks, as dad-edge evaluate), their differences from torch fp32, and the largest absolute
@@ -56,12 +56,12 @@ def model_path() -> Path:
 @pytest.fixture(scope="module")
 def parity(tmp_path_factory):
     """The model's files, the test set at the model's resolution and the torch fp32 reference outputs."""
-    from dad_edge import metadata as md
-    from dad_edge.checkpoint import read_tensors
-    from dad_edge.data import MVTecCategory, load_masks
+    from dad_edge.artifacts import metadata as md
+    from dad_edge.artifacts.checkpoint import read_tensors
+    from dad_edge.data.mvtec import MVTecCategory, load_masks
     from dad_edge.export.onnx_export import export_onnx
-    from dad_edge import ops
-    from dad_edge.imageio import read_image
+    from dad_edge.runtime import ops
+    from dad_edge.data.imageio import read_image
 
     path = model_path()
     if not (DATA / "test").is_dir():
@@ -97,7 +97,7 @@ def engine(data, precision: str) -> Path:
 def run(target, data):
     """(maps (N, S, S), scores (N,), image AUROC, pixel AUROC) of the test set on `target`."""
     import dad_edge
-    from dad_edge.metrics import roc_auc
+    from dad_edge.training.metrics import roc_auc
 
     path = engine(data, target.precision) if target.artifact == "engine" else data["files"][target.artifact]
     kwargs = {} if target.artifact == "engine" else target.detector_kwargs()

@@ -22,14 +22,14 @@ import pytest
 import torch
 
 import dad_edge
-from dad_edge import metadata as md
-from dad_edge.checkpoint import save_model
-from dad_edge.config import preset
+from dad_edge.artifacts import metadata as md
+from dad_edge.artifacts.checkpoint import save_model
+from dad_edge.model.config import preset
 from dad_edge.export.metadata_io import read_metadata, write_metadata
 from dad_edge.export.onnx_export import export_onnx
-from dad_edge.pipeline import DiffusionAD
-from dad_edge.stream import Stream
-from dad_edge.stream_outputs import StreamOutputs
+from dad_edge.model.diffusion_ad import DiffusionAD
+from dad_edge.stream.runner import Stream
+from dad_edge.stream.outputs import StreamOutputs
 
 ROUNDS = 3
 

@@ -10,9 +10,9 @@ beforehand, so this is the model's cost, not the data pipeline's.
 import pytest
 import torch
 
-from dad_edge.config import preset
-from dad_edge.losses import diffusion_ad_loss
-from dad_edge.pipeline import DiffusionAD
+from dad_edge.model.config import preset
+from dad_edge.model.losses import diffusion_ad_loss
+from dad_edge.model.diffusion_ad import DiffusionAD
 
 CASES = [
     pytest.param("compact", 128, 16, id="compact-128-b16"),

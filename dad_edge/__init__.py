@@ -7,7 +7,7 @@ from importlib import import_module
 from .version import __version__
 
 # Public name -> module that defines it, imported on first access (PEP 562).
-_LAZY = {"Detector": "detector", "Result": "result"}
+_LAZY = {"Detector": "runtime.detector", "Result": "runtime.result"}
 
 __all__ = ["Detector", "Result", "__version__"]
 

@@ -15,12 +15,12 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from dad_edge.calibration import SCORE_NORMALIZATION, f1_thresholds, quantile_thresholds
-from dad_edge.data import GOOD, MVTecCategory, Sample
-from dad_edge.detector import Detector
+from dad_edge.training.thresholds import SCORE_NORMALIZATION, f1_thresholds, quantile_thresholds
+from dad_edge.data.mvtec import GOOD, MVTecCategory, Sample
+from dad_edge.runtime.detector import Detector
 from dad_edge.errors import DataError
-from dad_edge.imageio import IMAGE_EXTENSIONS, list_images, read_mask
-from dad_edge.metadata import Thresholds
+from dad_edge.data.imageio import IMAGE_EXTENSIONS, list_images, read_mask
+from dad_edge.artifacts.metadata import Thresholds
 
 from .metadata_io import write_metadata
 

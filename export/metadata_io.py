@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from dad_edge import metadata as md
-from dad_edge.atomic import write_bytes_atomic
-from dad_edge.backends import KINDS, backend_name
+from dad_edge.artifacts import metadata as md
+from dad_edge.artifacts.atomic import write_bytes_atomic
+from dad_edge.runtime.backends import KINDS, backend_name
 from dad_edge.errors import CheckpointError
 
-from .engine_file import read_engine_file, rewrite_engine_metadata
+from dad_edge.artifacts.engine_file import read_engine_file, rewrite_engine_metadata
 
 
 def _load_onnx(path: Path):
@@ -34,7 +34,7 @@ def read_metadata(path) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: no such model file")
     kind = KINDS[backend_name(path)]
     if kind == "checkpoint":
-        from dad_edge.checkpoint import read_tensors
+        from dad_edge.artifacts.checkpoint import read_tensors
 
         return read_tensors(path)[1]
     if kind == "onnx":
@@ -54,7 +54,7 @@ def write_metadata(path, meta: Dict[str, Any]) -> None:
     if meta["kind"] != kind:
         raise CheckpointError(f"{path}: cannot write {meta['kind']} metadata into a {kind} file")
     if kind == "checkpoint":
-        from dad_edge.checkpoint import read_tensors, save_tensors
+        from dad_edge.artifacts.checkpoint import read_tensors, save_tensors
 
         tensors, _ = read_tensors(path)
         save_tensors(path, tensors, meta)

@@ -1,6 +1,6 @@
 """Export a checkpoint to one ONNX graph with its metadata inside.
 
-The graph is DeployGraph (see graph.py): input `image` float32 (B, C, S, S) pixel values
+The graph is DeployGraph (dad_edge/model/deploy_graph.py): input `image` float32 (B, C, S, S) pixel values
 0..255, outputs `anomaly_map` (B, 1, S, S) and `score` (B,), dynamic batch. The fixed
 noise, the schedule coefficients and the timestep embeddings become constants.
 
@@ -20,15 +20,15 @@ from typing import Any, Dict, Optional, Union
 import onnx
 import torch
 
-from dad_edge import metadata as md
-from dad_edge.atomic import write_bytes_atomic
-from dad_edge.backends.base import INPUT_NAME, OUTPUT_NAMES
-from dad_edge.calibration import SCORE_NORMALIZATION
-from dad_edge.checkpoint import load_model
+from dad_edge.artifacts import metadata as md
+from dad_edge.artifacts.atomic import write_bytes_atomic
+from dad_edge.runtime.backends.base import INPUT_NAME, OUTPUT_NAMES
+from dad_edge.training.thresholds import SCORE_NORMALIZATION
+from dad_edge.artifacts.checkpoint import load_model
 from dad_edge.errors import ConfigError
-from dad_edge.pipeline import DiffusionAD
+from dad_edge.model.diffusion_ad import DiffusionAD
 
-from .graph import DeployGraph
+from dad_edge.model.deploy_graph import DeployGraph
 
 OPSETS = range(14, 21)  # 14: first with the attention ops used; 21+ would emit GroupNormalization
 

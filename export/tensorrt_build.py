@@ -4,7 +4,7 @@ Precision fp32, fp16 (--half) or INT8 (--int8, entropy calibration over good ima
 with fp16 allowed for the layers that have no INT8 kernel); a workspace limit; one
 optimisation profile over the batch range; an optional DLA core (Jetson); an optional
 timing cache that makes rebuilds fast. The engine goes into the dad_edge container
-(engine_file.py) with the ONNX metadata plus the TensorRT version and GPU it was built on.
+(dad_edge/artifacts/engine_file.py) with the ONNX metadata plus the TensorRT version and GPU it was built on.
 Runs on the target device; nothing here works without TensorRT and a GPU but the
 option checks and the calibration data, which are plain numpy.
 """
@@ -17,14 +17,14 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from dad_edge import metadata as md
-from dad_edge.atomic import write_bytes_atomic
-from dad_edge.backends.base import INPUT_NAME
+from dad_edge.artifacts import metadata as md
+from dad_edge.artifacts.atomic import write_bytes_atomic
+from dad_edge.runtime.backends.base import INPUT_NAME
 from dad_edge.errors import BackendError, ConfigError, DadEdgeError, DataError
-from dad_edge.imageio import list_images, read_image
-from dad_edge.preprocess import to_pixels
+from dad_edge.data.imageio import list_images, read_image
+from dad_edge.data.preprocess import to_pixels
 
-from .engine_file import write_engine_file
+from dad_edge.artifacts.engine_file import write_engine_file
 
 MIN_CALIBRATION_IMAGES = 300  # below this INT8 ranges are often poor (the usual advice)
 
@@ -109,7 +109,7 @@ def _entropy_calibrator(trt, batches: CalibrationBatches, cuda):
 
     Defined in a function because its base class lives in tensorrt, imported lazily.
     """
-    from dad_edge.backends.cuda_runtime import DeviceBuffer
+    from dad_edge.runtime.backends.cuda_runtime import DeviceBuffer
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
@@ -161,8 +161,8 @@ def _parse(trt, builder, logger, onnx_path: Path):
 
 def build_engine(onnx_path, out, options: EngineOptions = EngineOptions()) -> Dict[str, Any]:
     """Build `out` (.plan / .engine) from a dad_edge ONNX file on this device; return its metadata."""
-    from dad_edge.backends.cuda_runtime import Cuda
-    from dad_edge.backends.tensorrt_backend import import_tensorrt
+    from dad_edge.runtime.backends.cuda_runtime import Cuda
+    from dad_edge.runtime.backends.tensorrt_backend import import_tensorrt
 
     from .metadata_io import read_metadata
 

@@ -13,6 +13,6 @@ faster forms beside it:
 Host wrappers: c_ext.py (C extension), cuda_loader.py (CUDA C through cuda-python), and
 aot.py compiles the Triton kernels ahead of time for a GPU architecture.
 
-Callers do not pick a form: `dad_edge.ops` does. Nothing heavy is imported here; the
+Callers do not pick a form: `dad_edge.runtime.ops` does. Nothing heavy is imported here; the
 Triton modules import triton, cuda_loader imports cuda-python inside its functions.
 """

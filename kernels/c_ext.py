@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from dad_edge.preprocess import check_frame
+from dad_edge.data.preprocess import check_frame
 
 from .score_ref import ScoreResult, gaussian_taps
 

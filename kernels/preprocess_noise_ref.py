@@ -1,6 +1,6 @@
 """Reference of the fused pre-processing + forward noising: frames -> U-Net input and clean x.
 
-The truth is `dad_edge.preprocess` (colour, bilinear half-pixel resize with edge clamp,
+The truth is `dad_edge.data.preprocess` (colour, bilinear half-pixel resize with edge clamp,
 x = v * 2/255 - 1) followed by step 1 of the norm-guided recipe with the model's fixed noise:
 
     x_s = sqrt(abar_s) x + sqrt(1 - abar_s) noise[0]      -> unet_in[0:B]
@@ -16,8 +16,8 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from dad_edge.preprocess import OFFSET, SCALE, preprocess_batch, to_pixels
-from dad_edge.schedule import NoiseSchedule
+from dad_edge.data.preprocess import OFFSET, SCALE, preprocess_batch, to_pixels
+from dad_edge.model.schedule import NoiseSchedule
 
 # (sqrt(abar_s), sqrt(1 - abar_s), sqrt(abar_l), sqrt(1 - abar_l)), float64.
 NoiseCoefficients = Tuple[float, float, float, float]

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from dad_edge.calibration import normalize_score
+from dad_edge.training.thresholds import normalize_score
 
 
 class ScoreResult(NamedTuple):

@@ -6,9 +6,9 @@ from typing import List, Tuple
 
 import numpy as np
 
-from dad_edge import metadata as md
-from dad_edge.config import ModelConfig, preset
-from dad_edge.imageio import write_image
+from dad_edge.artifacts import metadata as md
+from dad_edge.model.config import ModelConfig, preset
+from dad_edge.data.imageio import write_image
 
 MAGNETIC_TILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic_tile"
 
@@ -18,7 +18,7 @@ def random_model(cfg: ModelConfig, seed: int = 0, std: float = 0.1):
     output convolutions would make the U-Net an identity and every map alike."""
     import torch
 
-    from dad_edge.pipeline import DiffusionAD
+    from dad_edge.model.diffusion_ad import DiffusionAD
 
     with torch.random.fork_rng():  # seeded default initialisation, global RNG left alone
         torch.manual_seed(seed)
@@ -32,7 +32,7 @@ def random_model(cfg: ModelConfig, seed: int = 0, std: float = 0.1):
 
 def write_checkpoint(path: Path, cfg: ModelConfig, seed: int = 0, std: float = 0.1,
                      thresholds: md.Thresholds = md.Thresholds()) -> Path:
-    from dad_edge.checkpoint import save_model
+    from dad_edge.artifacts.checkpoint import save_model
 
     save_model(path, random_model(cfg, seed, std), md.build_metadata(cfg, thresholds=thresholds))
     return path

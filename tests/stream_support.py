@@ -8,8 +8,8 @@ from typing import Iterable, List, Tuple
 import cv2
 import numpy as np
 
-from dad_edge import metadata as md
-from dad_edge.config import preset
+from dad_edge.artifacts import metadata as md
+from dad_edge.model.config import preset
 from deploy_support import write_checkpoint
 
 SIZE = (160, 120)  # (w, h) of the generated frames

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from dad_edge.alarms import Alarm
+from dad_edge.stream.alarms import Alarm
 from dad_edge.errors import ConfigError
-from dad_edge.result import Result
+from dad_edge.runtime.result import Result
 
 
 def anomalous(score=0.9):

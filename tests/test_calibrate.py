@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 import dad_edge
-from dad_edge import cli_deploy
-from dad_edge import metadata as md
-from dad_edge.calibration import SCORE_NORMALIZATION, f1_thresholds, normalize_score, quantile_thresholds
-from dad_edge.config import preset
+from dad_edge.cli import deploy as cli_deploy
+from dad_edge.artifacts import metadata as md
+from dad_edge.training.thresholds import SCORE_NORMALIZATION, f1_thresholds, normalize_score, quantile_thresholds
+from dad_edge.model.config import preset
 from dad_edge.errors import DataError
 from dad_edge.export.calibrate import calibrate
 from dad_edge.export.metadata_io import read_metadata
 from dad_edge.export.onnx_export import export_onnx
-from dad_edge.metrics import f1_max
+from dad_edge.training.metrics import f1_max
 from deploy_support import write_category, write_checkpoint
 
 
@@ -79,7 +79,7 @@ def test_calibrate_checkpoint_on_good_images_only(model, tmp_path):
     folder = category / "train" / "good"
     t = calibrate(ckpt, folder, quantile=0.95)
     assert t.source == "quantile of 4 good images (q=0.95)"
-    from dad_edge.checkpoint import read_tensors
+    from dad_edge.artifacts.checkpoint import read_tensors
 
     tensors, meta = read_tensors(ckpt)
     before, _ = read_tensors(ckpt_src)

@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dad_edge import checkpoint as ckpt
-from dad_edge.atomic import atomic_path, write_bytes_atomic
-from dad_edge.config import preset
+from dad_edge.artifacts import checkpoint as ckpt
+from dad_edge.artifacts.atomic import atomic_path, write_bytes_atomic
+from dad_edge.model.config import preset
 from dad_edge.errors import CheckpointError
-from dad_edge.metadata import Thresholds, build_metadata
-from dad_edge.pipeline import DiffusionAD
+from dad_edge.artifacts.metadata import Thresholds, build_metadata
+from dad_edge.model.diffusion_ad import DiffusionAD
 from dad_edge.version import FORMAT_VERSION
 from deploy_support import engine_meta
 

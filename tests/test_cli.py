@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dad_edge.cli import main
-from dad_edge.demo_data import build_demo_dataset
+from dad_edge.data.demo import build_demo_dataset
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "au_pro", "pixel_ap", "f1_max")
 DEFECTS = ("crack", "scratch", "spot")

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from dad_edge.config import PRESETS, ModelConfig, SegConfig, UNetConfig, preset, scaled_top_k
+from dad_edge.model.config import PRESETS, ModelConfig, SegConfig, UNetConfig, preset, scaled_top_k
 from dad_edge.errors import ConfigError
-from dad_edge.model_info import model_info
+from dad_edge.model.info import model_info
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

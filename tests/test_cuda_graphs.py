@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import dad_edge
-from dad_edge.backends.cuda_graphs import GraphedCall
+from dad_edge.runtime.backends.cuda_graphs import GraphedCall
 from dad_edge.cli import main as cli_main
-from dad_edge.config import preset
+from dad_edge.model.config import preset
 from dad_edge.errors import BackendError, ConfigError
 from dad_edge.export.onnx_export import export_onnx
-from dad_edge.imageio import write_image
+from dad_edge.data.imageio import write_image
 from deploy_support import write_checkpoint
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")

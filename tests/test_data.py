@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dad_edge.data import (MVTecCategory, Sample, detect_channels, has_masks, load_images, load_masks)
+from dad_edge.data.mvtec import (MVTecCategory, Sample, detect_channels, has_masks, load_images, load_masks)
 from dad_edge.errors import ConfigError, DataError
-from dad_edge.imageio import read_image, write_image
-from dad_edge.preprocess import resize_bilinear
+from dad_edge.data.imageio import read_image, write_image
+from dad_edge.data.preprocess import resize_bilinear
 
 
 def _magnetic_tile() -> Path:

@@ -2,11 +2,11 @@ import cv2
 import numpy as np
 import pytest
 
-from dad_edge.data import MVTecCategory, load_images, load_masks
-from dad_edge.demo_data import (DEFECT_TYPES, DEMO_TEXTURES, TEST_ROWS, TRAIN_ROWS, add_defect,
+from dad_edge.data.mvtec import MVTecCategory, load_images, load_masks
+from dad_edge.data.demo import (DEFECT_TYPES, DEMO_TEXTURES, TEST_ROWS, TRAIN_ROWS, add_defect,
                                 build_demo_dataset, load_photo)
 from dad_edge.errors import DataError
-from dad_edge.imageio import read_image
+from dad_edge.data.imageio import read_image
 
 pytest.importorskip("skimage")
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 import dad_edge
-from dad_edge import metadata as md
-from dad_edge.config import preset
+from dad_edge.artifacts import metadata as md
+from dad_edge.model.config import preset
 from dad_edge.errors import BackendError, CheckpointError, ConfigError, DataError, InputError
 from dad_edge.export.metadata_io import read_metadata, write_metadata
 from dad_edge.export.onnx_export import export_onnx
-from dad_edge.imageio import read_image, write_image
-from dad_edge.metrics import roc_auc
+from dad_edge.data.imageio import read_image, write_image
+from dad_edge.training.metrics import roc_auc
 from deploy_support import sample_images, write_checkpoint
 
 Detector = dad_edge.Detector
@@ -232,7 +232,7 @@ def test_import_is_light():
 def test_cli_predict(rgb, tmp_path, capsys):
     import argparse
 
-    from dad_edge import cli_deploy
+    from dad_edge.cli import deploy as cli_deploy
 
     folder = tmp_path / "imgs"
     write_image(folder / "a.png", np.zeros((10, 12, 3), np.uint8))

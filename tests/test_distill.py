@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from dad_edge import checkpoint as ckpt
+from dad_edge.artifacts import checkpoint as ckpt
 from dad_edge.cli import main
-from dad_edge.config import preset
-from dad_edge.demo_data import build_demo_dataset
-from dad_edge.distill import Distiller, DistillOptions, config_hash, distill
+from dad_edge.model.config import preset
+from dad_edge.data.demo import build_demo_dataset
+from dad_edge.training.distill import Distiller, DistillOptions, config_hash, distill
 from dad_edge.errors import ConfigError
-from dad_edge.model_info import model_info
-from dad_edge.pipeline import DiffusionAD
-from dad_edge.train import TrainOptions, train
+from dad_edge.model.info import model_info
+from dad_edge.model.diffusion_ad import DiffusionAD
+from dad_edge.training.train import TrainOptions, train
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ import struct
 
 import pytest
 
-from dad_edge import metadata as md
-from dad_edge.config import preset
+from dad_edge.artifacts import metadata as md
+from dad_edge.model.config import preset
 from dad_edge.errors import CheckpointError
-from dad_edge.export.engine_file import (MAGIC, read_engine_file, rewrite_engine_metadata, sidecar_path,
+from dad_edge.artifacts.engine_file import (MAGIC, read_engine_file, rewrite_engine_metadata, sidecar_path,
                                          write_engine_file)
 from dad_edge.export.metadata_io import read_metadata, write_metadata
 from deploy_support import engine_meta

@@ -5,11 +5,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from dad_edge import metadata as md
-from dad_edge.config import preset
+from dad_edge.artifacts import metadata as md
+from dad_edge.model.config import preset
 from dad_edge.errors import ConfigError
 from dad_edge.export.onnx_export import export_onnx
-from dad_edge.preprocess import OFFSET, SCALE
+from dad_edge.data.preprocess import OFFSET, SCALE
 from deploy_support import random_model, write_checkpoint
 
 
@@ -74,7 +74,7 @@ def test_gray_smoothing_fixed_batch_from_checkpoint(tmp_path):
     assert meta["export"]["batch"] == 2
     proto = onnx.load(str(tmp_path / "m.onnx"))
     assert _dims(proto.graph.input[0]) == [2, 1, 32, 32]
-    from dad_edge.checkpoint import load_model
+    from dad_edge.artifacts.checkpoint import load_model
 
     model, _ = load_model(ckpt)
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 1, 32, 32)).astype(np.float32)
@@ -101,7 +101,7 @@ def test_bad_options(exported, tmp_path, kwargs):
 def _cli(argv):
     import argparse
 
-    from dad_edge import cli_deploy
+    from dad_edge.cli import deploy as cli_deploy
 
     parser = argparse.ArgumentParser()
     cli_deploy.add_commands(parser.add_subparsers(dest="command", required=True))

@@ -1,5 +1,5 @@
 """The operator seam in the runtime: the Detector's batched pre-processing, the fused torch path
-(dad_edge.fused_pipeline) against the plain graph, the U-Net's fused-norm flag, and the GPU
+(dad_edge.runtime.fused) against the plain graph, the U-Net's fused-norm flag, and the GPU
 pipeline benchmark's smoke mode.
 
 Without a GPU the fused path is forced (fused=True) with CPU tensors: its stages then run in
@@ -17,16 +17,16 @@ import pytest
 import torch
 
 import dad_edge
-from dad_edge import ops
-from dad_edge.backends.torch_backend import TorchBackend
-from dad_edge.config import preset
+from dad_edge.runtime import ops
+from dad_edge.runtime.backends.torch_backend import TorchBackend
+from dad_edge.model.config import preset
 from dad_edge.errors import ConfigError
-from dad_edge.export.graph import DeployGraph
+from dad_edge.model.deploy_graph import DeployGraph
 from dad_edge.export.onnx_export import export_onnx
-from dad_edge.fused_pipeline import FusedPipeline, fused_available
-from dad_edge.imageio import write_image
+from dad_edge.runtime.fused import FusedPipeline, fused_available
+from dad_edge.data.imageio import write_image
 from dad_edge.kernels import c_ext
-from dad_edge.preprocess import to_pixels
+from dad_edge.data.preprocess import to_pixels
 from deploy_support import random_model, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

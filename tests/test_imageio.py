@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from dad_edge.errors import DataError
-from dad_edge.imageio import (is_grayscale, list_images, read_image, read_mask, resize_mask,
+from dad_edge.data.imageio import (is_grayscale, list_images, read_image, read_mask, resize_mask,
                               write_image)
 
 

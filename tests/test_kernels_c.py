@@ -11,7 +11,7 @@ from dad_edge.kernels import c_ext
 from dad_edge.kernels.combine_ref import combine_ref
 from dad_edge.kernels.preprocess_noise_ref import preprocess_noise_ref, preprocess_ref
 from dad_edge.kernels.score_ref import score_ref
-from dad_edge.preprocess import OFFSET, SCALE
+from dad_edge.data.preprocess import OFFSET, SCALE
 
 from kernel_cases import COEFS, PREPROCESS_CASES, SCORE_CASES, combine_inputs, frames, maps, noise
 

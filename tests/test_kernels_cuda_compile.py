@@ -21,7 +21,7 @@ from dad_edge.kernels import cuda_loader
 from dad_edge.kernels.combine_ref import combine_ref
 from dad_edge.kernels.preprocess_noise_ref import preprocess_noise_ref
 from dad_edge.kernels.score_ref import gaussian_taps, score_ref
-from dad_edge.preprocess import OFFSET, SCALE
+from dad_edge.data.preprocess import OFFSET, SCALE
 
 from kernel_cases import COEFS, PREPROCESS_CASES, SCORE_CASES, combine_inputs, frames, maps, noise
 

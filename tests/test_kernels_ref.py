@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dad_edge.calibration import normalize_score
-from dad_edge.config import preset
+from dad_edge.training.thresholds import normalize_score
+from dad_edge.model.config import preset
 from dad_edge.kernels.combine_ref import combine_ref
 from dad_edge.kernels.groupnorm_silu_ref import groupnorm_silu_ref
 from dad_edge.kernels.preprocess_noise_ref import noise_coefficients, preprocess_noise_ref, preprocess_ref
 from dad_edge.kernels.score_ref import gaussian_taps, score_ref, smooth_ref, topk_mean_ref
-from dad_edge.pipeline import DiffusionAD, gaussian_kernel
-from dad_edge.preprocess import preprocess_batch, to_pixels
+from dad_edge.model.diffusion_ad import DiffusionAD, gaussian_kernel
+from dad_edge.data.preprocess import preprocess_batch, to_pixels
 
 
 def perturbed_model(cfg) -> DiffusionAD:

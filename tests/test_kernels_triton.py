@@ -25,7 +25,7 @@ from dad_edge.kernels.preprocess_noise_ref import preprocess_noise_ref, preproce
 from dad_edge.kernels.preprocess_noise_triton import preprocess_noise_triton  # noqa: E402
 from dad_edge.kernels.score_ref import score_ref  # noqa: E402
 from dad_edge.kernels.score_triton import score_triton  # noqa: E402
-from dad_edge.preprocess import OFFSET, SCALE  # noqa: E402
+from dad_edge.data.preprocess import OFFSET, SCALE  # noqa: E402
 
 from kernel_cases import COEFS, PREPROCESS_CASES, SCORE_CASES, combine_inputs, frames, maps, noise  # noqa: E402
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dad_edge.losses import FOCAL_WEIGHT, diffusion_ad_loss, focal_loss, noise_mse
+from dad_edge.model.losses import FOCAL_WEIGHT, diffusion_ad_loss, focal_loss, noise_mse
 
 
 def _pair(b=4, seed=0):

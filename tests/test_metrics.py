@@ -1,4 +1,4 @@
-"""dad_edge.metrics against scikit-learn, hand-worked AU-PRO cases and a brute-force AU-PRO."""
+"""dad_edge.training.metrics against scikit-learn, hand-worked AU-PRO cases and a brute-force AU-PRO."""
 import json
 
 import numpy as np
@@ -7,8 +7,8 @@ from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from dad_edge import metrics
-from dad_edge.metrics import au_pro, average_precision, compute_metrics, f1_max, roc_auc, roc_curve
+from dad_edge.training import metrics
+from dad_edge.training.metrics import au_pro, average_precision, compute_metrics, f1_max, roc_auc, roc_curve
 
 
 @pytest.fixture(params=[None, 1, 3], ids=["one-chunk", "chunk-1", "chunk-3"])

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dad_edge.config import preset
-from dad_edge.export.engine_file import write_engine_file
+from dad_edge.model.config import preset
+from dad_edge.artifacts.engine_file import write_engine_file
 from dad_edge.export.onnx_export import export_onnx
 from deploy_support import engine_meta, write_checkpoint
 

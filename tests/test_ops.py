@@ -1,4 +1,4 @@
-"""dad_edge.ops, the operator seam: which form it picks, and that every form gives the same answers.
+"""dad_edge.runtime.ops, the operator seam: which form it picks, and that every form gives the same answers.
 
 CPU arrays go to the C extension when it is built, else to the numpy reference; CUDA
 tensors to Triton (checked here under the interpreter by forcing impl="triton").
@@ -12,14 +12,14 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton kernel module loads
 
-from dad_edge import ops  # noqa: E402
-from dad_edge.config import preset  # noqa: E402
+from dad_edge.runtime import ops
+from dad_edge.model.config import preset  # noqa: E402
 from dad_edge.kernels import c_ext  # noqa: E402
 from dad_edge.kernels.combine_ref import combine_ref  # noqa: E402
 from dad_edge.kernels.preprocess_noise_ref import noise_coefficients, preprocess_noise_ref  # noqa: E402
 from dad_edge.kernels.score_ref import score_ref  # noqa: E402
-from dad_edge.metadata import Thresholds  # noqa: E402
-from dad_edge.preprocess import to_pixels  # noqa: E402
+from dad_edge.artifacts.metadata import Thresholds  # noqa: E402
+from dad_edge.data.preprocess import to_pixels  # noqa: E402
 
 from kernel_cases import combine_inputs, frames, maps, noise  # noqa: E402
 
@@ -161,7 +161,7 @@ def test_cpu_path_imports_neither_torch_nor_triton():
     import sys
     code = ("import sys, numpy as np\n"
             "from dad_edge import ops\n"
-            "from dad_edge.config import preset\n"
+            "from dad_edge.model.config import preset\n"
             "cfg = preset('tiny')\n"
             "ops.available()\n"
             "u, x = ops.preprocess_noise([np.zeros((40, 40, 3), np.uint8)], cfg, np.zeros((2, 3, 32, 32), np.float32))\n"

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from dad_edge.errors import ConfigError, DataError
-from dad_edge.imageio import read_image, write_image
-from dad_edge.perlin import perlin_mask, perlin_noise
-from dad_edge.synthetic import AnomalySynthesizer, otsu_foreground, procedural_texture, stripe_shuffle
+from dad_edge.data.imageio import read_image, write_image
+from dad_edge.data.perlin import perlin_mask, perlin_noise
+from dad_edge.data.synthetic import AnomalySynthesizer, otsu_foreground, procedural_texture, stripe_shuffle
 
 S = 64
 

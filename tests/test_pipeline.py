@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from dad_edge.config import preset
-from dad_edge.pipeline import DiffusionAD, fixed_noise
+from dad_edge.model.config import preset
+from dad_edge.model.diffusion_ad import DiffusionAD, fixed_noise
 
 T = 1000
 B_START, B_END = 1e-4, 0.02
@@ -314,7 +314,7 @@ def test_half_precision_model_runs_and_matches_float32(denoiser):
     """Detector(half=True) casts the whole deploy graph to float16 (found on an H100: the float32
     timestep sinusoids then met half weights in the time MLP). Checked on the CPU, where torch has
     float16 kernels too: the half model runs and agrees with float32 to half precision."""
-    from dad_edge.export.graph import DeployGraph
+    from dad_edge.model.deploy_graph import DeployGraph
 
     model = make_model(preset("tiny", denoiser=denoiser))
     pixels = (images(2) + 1) * 127.5

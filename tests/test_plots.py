@@ -1,9 +1,9 @@
-"""dad_edge.plots: written PNGs, their sizes, and overlays that follow the map."""
+"""dad_edge.training.plots: written PNGs, their sizes, and overlays that follow the map."""
 import cv2
 import numpy as np
 import pytest
 
-from dad_edge.plots import heatmap_overlay, save_overlay, save_roc_plot
+from dad_edge.training.plots import heatmap_overlay, save_overlay, save_roc_plot
 
 
 def test_roc_plot_written_and_depends_on_the_curve(tmp_path):

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from dad_edge.config import preset
-from dad_edge.schedule import NoiseSchedule
+from dad_edge.model.config import preset
+from dad_edge.model.schedule import NoiseSchedule
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 
 import dad_edge
 from dad_edge.errors import DataError
-from dad_edge.imageio import write_image
-from dad_edge.stream import Reconnect, Stream, StreamResult
-from dad_edge.video_sources import CaptureSource
+from dad_edge.data.imageio import write_image
+from dad_edge.stream.runner import Reconnect, Stream, StreamResult
+from dad_edge.stream.capture import CaptureSource
 from stream_support import calibrated_onnx, read_video, write_video
 
 N_FRAMES = 40

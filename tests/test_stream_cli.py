@@ -9,7 +9,7 @@ import time
 import cv2
 import pytest
 
-from dad_edge.cli_stream import add_command
+from dad_edge.cli.stream import add_command
 from dad_edge.errors import DataError
 from stream_support import SIZE, calibrated_onnx, defect_centre, write_video
 
@@ -19,7 +19,7 @@ DEFECTIVE = {3, 11, 12, 30}
 # The `dad-edge` entry point with only the stream command registered (cli.py registers it
 # beside the others through the same add_command).
 HARNESS = ("import argparse, sys\n"
-           "from dad_edge.cli_stream import add_command\n"
+           "from dad_edge.cli.stream import add_command\n"
            "parser = argparse.ArgumentParser(prog='dad-edge')\n"
            "add_command(parser.add_subparsers(dest='command', required=True))\n"
            "args = parser.parse_args(sys.argv[1:])\n"

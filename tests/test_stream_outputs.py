@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from dad_edge.errors import ConfigError, DataError
-from dad_edge.stream import StreamResult
-from dad_edge.stream_outputs import (MAX_BOXES, EventLog, StreamOutputs, VideoOutput, annotate, anomaly_boxes,
+from dad_edge.stream.runner import StreamResult
+from dad_edge.stream.outputs import (MAX_BOXES, EventLog, StreamOutputs, VideoOutput, annotate, anomaly_boxes,
                                      event_record, gui_available)
 
 

@@ -15,14 +15,14 @@ import onnxruntime as ort
 import pytest
 
 import dad_edge
-from dad_edge.backends import cuda_runtime, tensorrt_backend
-from dad_edge.backends.tensorrt_backend import check_compatible, rebuild_command
-from dad_edge.config import preset
+from dad_edge.runtime.backends import cuda_runtime, tensorrt_backend
+from dad_edge.runtime.backends.tensorrt_backend import check_compatible, rebuild_command
+from dad_edge.model.config import preset
 from dad_edge.errors import BackendError, ConfigError, DataError
-from dad_edge.export.engine_file import read_engine_file, write_engine_file
+from dad_edge.artifacts.engine_file import read_engine_file, write_engine_file
 from dad_edge.export.onnx_export import export_onnx
 from dad_edge.export.tensorrt_build import CalibrationBatches, EngineOptions, build_engine
-from dad_edge.imageio import write_image
+from dad_edge.data.imageio import write_image
 from deploy_support import engine_meta, generated_image, write_checkpoint
 
 # -- fakes of the calls the code makes ---------------------------------------------------

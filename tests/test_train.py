@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from dad_edge.checkpoint import load_model, read_tensors
-from dad_edge.data import MVTecCategory, load_images
-from dad_edge.demo_data import build_demo_dataset
+from dad_edge.artifacts.checkpoint import load_model, read_tensors
+from dad_edge.data.mvtec import MVTecCategory, load_images
+from dad_edge.data.demo import build_demo_dataset
 from dad_edge.errors import CheckpointError, ConfigError
-from dad_edge.imageio import read_image
-from dad_edge.train import TrainOptions, Trainer, preview, to_model_range, train
+from dad_edge.data.imageio import read_image
+from dad_edge.training.train import TrainOptions, Trainer, preview, to_model_range, train
 
 # CPU: bit-exact resume is a CPU promise (cuDNN and mixed precision need not be deterministic).
 COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu")
@@ -51,7 +51,7 @@ def test_train_writes_model_and_state(run2):
 
 
 def test_training_changed_the_weights(run2):
-    from dad_edge.pipeline import DiffusionAD
+    from dad_edge.model.diffusion_ad import DiffusionAD
 
     model, _ = load_model(run2 / "model.safetensors")
     torch.manual_seed(0)  # the training seed: the initial weights
@@ -195,8 +195,8 @@ def test_preview_writes_n_pngs(data, tmp_path):
 
 
 def test_synthetic_batches_are_a_function_of_seed_and_epoch(data):
-    from dad_edge.synthetic import AnomalySynthesizer
-    from dad_edge.train import SyntheticBatches
+    from dad_edge.data.synthetic import AnomalySynthesizer
+    from dad_edge.training.train import SyntheticBatches
 
     samples, _ = MVTecCategory(data).train_val_split(0.1, 0)
     imgs = load_images(samples, 32, 1)
@@ -232,8 +232,8 @@ def test_synthetic_batches_are_a_function_of_seed_and_epoch(data):
 def test_threaded_synthetic_batches_equal_serial_ones(data):
     """workers > 0 (the GPU default) must give exactly the batches of workers=0, in order,
     also when a consumer stops early (the minutes budget breaks out mid-epoch)."""
-    from dad_edge.synthetic import AnomalySynthesizer
-    from dad_edge.train import SyntheticBatches, resolve_workers
+    from dad_edge.data.synthetic import AnomalySynthesizer
+    from dad_edge.training.train import SyntheticBatches, resolve_workers
 
     samples, _ = MVTecCategory(data).train_val_split(0.1, 0)
     imgs = load_images(samples, 32, 1)
@@ -251,7 +251,7 @@ def test_threaded_synthetic_batches_equal_serial_ones(data):
 
 
 def test_negative_workers_is_a_config_error(tmp_path):
-    from dad_edge.train import TrainOptions
+    from dad_edge.training.train import TrainOptions
 
     with pytest.raises(ConfigError, match="workers=-1"):
         TrainOptions(data=str(tmp_path), out=str(tmp_path / "o"), epochs=1, workers=-1).validate()

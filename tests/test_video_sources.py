@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from dad_edge.errors import BackendError, ConfigError, DataError, InputError
-from dad_edge.imageio import read_image, write_image
-from dad_edge.video_sources import (CaptureSource, ImageSource, csi_pipeline, gstreamer_available, open_source)
+from dad_edge.data.imageio import read_image, write_image
+from dad_edge.stream.capture import (CaptureSource, ImageSource, csi_pipeline, gstreamer_available, open_source)
 from stream_support import read_video, write_video
 
 

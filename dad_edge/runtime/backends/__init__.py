@@ -1,0 +1,46 @@
+"""Runtimes behind the Detector, chosen by file suffix: one file per runtime.
+
+Only the module of the chosen backend is imported, and only it imports its runtime
+(torch, onnxruntime, tensorrt + cuda-python): `Detector("model.onnx")` never loads torch.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Optional
+
+from dad_edge.errors import BackendError, CheckpointError
+from dad_edge.runtime.backends.base import Backend
+
+# File suffix -> backend; backend -> (module, class) and the artifact kind it reads.
+SUFFIXES = {".safetensors": "torch", ".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt"}
+BACKENDS = {
+    "torch": ("torch_backend", "TorchBackend"),
+    "onnxruntime": ("onnxruntime_backend", "OnnxRuntimeBackend"),
+    "tensorrt": ("tensorrt_backend", "TensorRTBackend"),
+}
+KINDS = {"torch": "checkpoint", "onnxruntime": "onnx", "tensorrt": "tensorrt"}
+
+
+def backend_name(path, backend: Optional[str] = None) -> str:
+    """The backend for `path`: `backend` if given, else the one its suffix names."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise BackendError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+        return backend
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise BackendError(f"{path}: cannot tell the model type from the suffix {suffix!r}; expected one of "
+                           f"{sorted(SUFFIXES)} (checkpoint, ONNX, TensorRT engine), or pass backend=")
+    return SUFFIXES[suffix]
+
+
+def load_backend(path, backend: Optional[str] = None, **options: Any) -> Backend:
+    """Open `path` with its backend; `options` (device, half) go to the backend's constructor."""
+    name = backend_name(path, backend)
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such model file; give the path of a model.safetensors, "
+                              ".onnx or .plan/.engine file")
+    module_name, class_name = BACKENDS[name]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, class_name)(Path(path), **options)

@@ -1,0 +1,69 @@
+"""ONNX Runtime backend: the exported graph on the CPU, or on the CUDA provider where present."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from dad_edge.artifacts import metadata as md
+from dad_edge.errors import BackendError, CheckpointError
+from dad_edge.runtime.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: Optional[str] = None, half: bool = False):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError("onnxruntime is not installed: pip install onnxruntime "
+                               "(or onnxruntime-gpu for the CUDA provider)") from None
+        if half:
+            raise BackendError("half=True applies to the torch backend only; an ONNX file runs at the precision "
+                               "it was exported with (use a TensorRT engine exported with --half for fp16)")
+        providers = self._providers(ort.get_available_providers(), device)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: the session's own warnings are not the user's problem
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types for bad protobufs and graphs
+            raise CheckpointError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0]}); it may be "
+                                  "cut short or not a model file: copy it again or re-run `dad-edge export`") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if md.META_KEY not in props:
+            raise CheckpointError(f"{path} is an ONNX model but not a dad_edge one (no dad_edge metadata); "
+                                  "export it with `dad-edge export model.safetensors --format onnx`")
+        self.meta = md.loads(props[md.META_KEY], str(path))
+        if self.meta["kind"] != "onnx":
+            raise CheckpointError(f"{path}: metadata says kind {self.meta['kind']!r}, expected 'onnx'")
+        names_in = [i.name for i in self.session.get_inputs()]
+        names_out = [o.name for o in self.session.get_outputs()]
+        if names_in != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(names_out):
+            raise CheckpointError(f"{path}: graph has inputs {names_in} and outputs {names_out}, expected "
+                                  f"[{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}; re-run `dad-edge export`")
+        # The provider that actually runs the graph (ORT drops unusable ones silently).
+        self.device = self.session.get_providers()[0]
+
+    @staticmethod
+    def _providers(available, device: Optional[str]):
+        if device is None:
+            return [CUDA, CPU] if CUDA in available else [CPU]
+        if device == "cpu":
+            return [CPU]
+        if device.startswith("cuda"):
+            if CUDA not in available:
+                raise BackendError(f"device={device!r} but this onnxruntime has no CUDA provider (it has "
+                                   f"{available}); install onnxruntime-gpu or use device='cpu'")
+            index = int(device.split(":")[1]) if ":" in device else 0
+            return [(CUDA, {"device_id": index}), CPU]
+        raise BackendError(f"device={device!r} must be 'cpu', 'cuda' or 'cuda:N'")
+
+    def infer(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        maps, scores = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(x, np.float32)})
+        return maps[:, 0], scores

@@ -1,0 +1,231 @@
+"""Detector: one class for every artifact; the backend follows the file suffix.
+
+    det = Detector("model.onnx")          # or model.safetensors, engine.plan
+    r = det(frame)                        # path, HxW / HxWx3 uint8 array (BGR by default)
+    rs = det("images/")                   # folder, glob or list -> list of Results
+    r.score, r.label, r.anomaly_map, r.mask, r.speed
+
+Frames of any size are resized once to the model size here, one call of the operator seam
+per batch (dad_edge.runtime.ops.preprocess: the C extension when built, else the numpy reference,
+the same numbers as preprocess.to_pixels); a backend that pre-processes on its device (the
+fused torch path, see backends/torch_backend.py) gets the uint8 frames instead. The map
+comes back at each frame's own size. Thresholds come from the artifact's metadata.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from dad_edge.artifacts import metadata as md
+from dad_edge.runtime import ops
+from dad_edge.runtime.backends import backend_name, load_backend
+from dad_edge.training.thresholds import normalize_score
+from dad_edge.errors import ConfigError, DadEdgeError, DataError
+from dad_edge.data.imageio import read_image
+from dad_edge.data.preprocess import check_frame
+from dad_edge.runtime.result import Result
+from dad_edge.runtime.inputs import Item, expand
+
+COLOR_ORDERS = ("BGR", "RGB")
+
+
+def _display_image(frame: np.ndarray, color_order: str) -> np.ndarray:
+    """The frame as RGB (or gray) uint8 for plots, copied: camera loops reuse their buffers."""
+    if frame.shape[2] == 1:
+        return frame.copy()
+    if color_order == "BGR":
+        return cv2.cvtColor(frame[:, :, :3], cv2.COLOR_BGR2RGB)  # about 40x faster than a reversed-stride copy
+    return frame[:, :, :3].copy()  # C-contiguous
+
+
+class Detector:
+    def __init__(self, model: Union[str, Path], backend: Optional[str] = None, device: Optional[str] = None,
+                 half: bool = False, color_order: str = "BGR", batch_size: int = 8,
+                 fused: Optional[bool] = None, cuda_graphs: bool = False):
+        """`model`: .safetensors (torch), .onnx (ONNX Runtime), .plan / .engine (TensorRT).
+
+        backend: force one ("torch", "onnxruntime", "tensorrt"); device: "cpu", "cuda",
+        "cuda:N" (default: the GPU where the backend has one); half: fp16 (torch on CUDA);
+        color_order: of numpy frames (files are decoded as RGB); batch_size: frames per call;
+        fused (torch backend): None = automatic, the fused kernels (Triton) on a CUDA device
+        where Triton is installed and the plain graph elsewhere (so on the CPU); True forces
+        the fused stages (on the CPU: C extension / numpy forms, same numbers); False never.
+        cuda_graphs (torch backend on CUDA): replay the network part of each call from a CUDA
+        graph captured once per batch size (several times faster at small batches; the first
+        call of each batch size pays the capture).
+        """
+        if color_order not in COLOR_ORDERS:
+            raise ConfigError(f"color_order={color_order!r} must be one of {COLOR_ORDERS}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be >= 1")
+        self.path = Path(model)
+        options = {"device": device, "half": half}
+        if backend_name(self.path, backend) == "torch":
+            options.update(fused=fused, cuda_graphs=cuda_graphs)
+        elif fused or cuda_graphs:
+            raise ConfigError(f"{'fused' if fused else 'cuda_graphs'}=True applies to the torch backend (a "
+                              ".safetensors checkpoint); ONNX Runtime and TensorRT run their own graph")
+        self.backend = load_backend(self.path, backend, **options)
+        self.meta = self.backend.meta
+        self.config = md.model_config(self.meta)
+        self.thresholds = md.thresholds(self.meta)
+        self.color_order = color_order
+        self.batch_size = min(batch_size, self.backend.max_batch or batch_size)
+
+    def __repr__(self) -> str:
+        c, t = self.config, self.thresholds
+        return (f"Detector({str(self.path)!r}, backend={self.backend.name} on {self.backend.device}, "
+                f"{c.image_size}x{c.image_size}x{c.channels}, thresholds image={t.image} pixel={t.pixel})")
+
+    # -- public entry points -----------------------------------------------------------
+
+    def __call__(self, source, color_order: Optional[str] = None) -> Union[Result, List[Result]]:
+        """One image -> Result (a bad image raises); folder, glob or list -> list of Results,
+        where a bad item is a Result with `error` set and the rest go on."""
+        items, single = expand(source)
+        if single:
+            return next(self._run(items, color_order, strict=True))
+        return list(self._run(items, color_order, strict=False))
+
+    def predict(self, source, color_order: Optional[str] = None) -> List[Result]:
+        """Always a list; bad items are Results with `error` set."""
+        items, _ = expand(source)
+        return list(self._run(items, color_order, strict=False))
+
+    def stream(self, source, batch: int = 1, color_order: Optional[str] = None, **options) -> Iterator[Result]:
+        """Results one by one, memory bounded.
+
+        A camera index, "csi://N", an RTSP/HTTP URL, a video file, a folder or a glob runs through
+        dad_edge.stream.runner.Stream: capture on its own thread, `batch` frames per backend call, bad
+        frames skipped and counted, a dropped source reopened; results are StreamResults (a Result
+        plus frame, time, latency_ms). `options`: queue_size, max_frames, reconnect, log_every_s.
+        A list of paths or arrays, or one array, runs as images batch_size at a time, a bad item
+        coming back as a Result with `error` set.
+        """
+        if isinstance(source, (list, tuple, np.ndarray)):
+            items, _ = expand(source)
+            return self._run(items, color_order, strict=False)
+        from dad_edge.stream.runner import Stream
+
+        return iter(Stream(self, source, batch=batch, color_order=color_order, **options))
+
+    def warmup(self, batch: int = 1) -> None:
+        """One pass on a blank batch: allocations and kernel selection happen here, not on frame 1."""
+        c = self.config
+        n = min(batch, self.batch_size)
+        if self.backend.takes_frames:  # the fused path: its pre-processing kernel too
+            self.backend.infer_frames([np.zeros((c.image_size, c.image_size, c.channels), np.uint8)] * n,
+                                      self.color_order)
+        self.backend.infer(np.zeros((n, c.channels, c.image_size, c.image_size), np.float32))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the three stages ----------------------------------------------------------------
+
+    def _prepare(self, item: Item, color_order: str) -> Tuple[np.ndarray, str, np.ndarray]:
+        """-> (the frame (H, W, C) uint8, validated, its colour order, the frame for display).
+
+        Per item, so that a bad one is reported alone; the resize is batched (_pixels)."""
+        if item.error is not None:
+            raise DataError(item.error)
+        if item.path is not None:
+            frame, order = read_image(item.path), "RGB"
+        else:
+            frame, order = item.array, color_order
+        frame = check_frame(frame, item.name)
+        return frame, order, _display_image(frame, order)
+
+    def _pixels(self, frames: List[np.ndarray], orders: List[str]) -> np.ndarray:
+        """Validated frames of any sizes -> (B, C, S, S) float32 pixel values 0..255, through the
+        operator seam: one call per colour order in the batch (one in practice)."""
+        c = self.config
+        if len(set(orders)) == 1:
+            return ops.preprocess(frames, c.image_size, c.channels, orders[0], normalize=False)
+        out = np.empty((len(frames), c.channels, c.image_size, c.image_size), np.float32)
+        for order in sorted(set(orders)):
+            idx = [i for i, o in enumerate(orders) if o == order]
+            out[idx] = ops.preprocess([frames[i] for i in idx], c.image_size, c.channels, order, normalize=False)
+        return out
+
+    def _infer_frames(self, frames: List[np.ndarray], orders: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+        """A backend that pre-processes on its device: one call per colour order in the batch."""
+        if len(set(orders)) == 1:
+            return self.backend.infer_frames(frames, orders[0])
+        maps = [None] * len(frames)
+        scores = np.empty(len(frames), np.float32)
+        for order in sorted(set(orders)):
+            idx = [i for i, o in enumerate(orders) if o == order]
+            m, s = self.backend.infer_frames([frames[i] for i in idx], order)
+            for j, i in enumerate(idx):
+                maps[i] = m[j]
+            scores[idx] = s
+        return np.stack(maps), scores
+
+    def _finish(self, item: Item, amap: np.ndarray, score: float, image: np.ndarray) -> Result:
+        """Map back to the frame's size, then the thresholds."""
+        h, w = image.shape[:2]
+        amap = np.ascontiguousarray(amap, np.float32)
+        amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR) if amap.shape != (h, w) else amap.copy()
+        t = self.thresholds
+        return Result(
+            source=item.name,
+            score=score,
+            normalized_score=None if t.image is None else float(normalize_score(score, t.image)),
+            label=None if t.image is None else bool(score >= t.image),
+            anomaly_map=amap,
+            mask=None if t.pixel is None else amap >= t.pixel,
+            image=image,
+        )
+
+    def _run(self, items: Sequence[Item], color_order: Optional[str], strict: bool) -> Iterator[Result]:
+        order = color_order or self.color_order
+        if order not in COLOR_ORDERS:
+            raise ConfigError(f"color_order={order!r} must be one of {COLOR_ORDERS}")
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start:start + self.batch_size]
+            slots: List[Optional[Result]] = [None] * len(chunk)
+            ready = []  # (slot, frame, colour order, display image, read + check seconds)
+            for i, item in enumerate(chunk):
+                t0 = time.perf_counter()
+                try:
+                    frame, frame_order, image = self._prepare(item, order)
+                except DadEdgeError as exc:
+                    if strict:
+                        raise
+                    slots[i] = Result(item.name, error=str(exc))
+                    continue
+                ready.append((i, frame, frame_order, image, time.perf_counter() - t0))
+            if ready:
+                frames, orders = [r[1] for r in ready], [r[2] for r in ready]
+                t0 = time.perf_counter()
+                if self.backend.takes_frames:  # resize and normalisation run in the backend's first kernel
+                    batch_pre_s = 0.0
+                    maps, scores = self._infer_frames(frames, orders)
+                else:
+                    pixels = self._pixels(frames, orders)
+                    t1 = time.perf_counter()
+                    batch_pre_s = t1 - t0
+                    t0 = t1
+                    maps, scores = self.backend.infer(pixels)
+                # Batch stages are shared out equally: per-image figures of the batch's time.
+                infer_s = (time.perf_counter() - t0) / len(ready)
+                batch_pre_s /= len(ready)
+                for (i, _, _, image, own_s), amap, score in zip(ready, maps, scores):
+                    pre_s = own_s + batch_pre_s
+                    t0 = time.perf_counter()
+                    result = self._finish(chunk[i], amap, float(score), image)
+                    result.speed = {"preprocess": pre_s * 1e3, "inference": infer_s * 1e3,
+                                    "postprocess": (time.perf_counter() - t0) * 1e3}
+                    slots[i] = result
+            yield from slots

@@ -1,0 +1,306 @@
+"""What a stream writes: the annotated video, the anomalous frames, one JSON line per event,
+and a window on screen. Every writer flushes as it goes and closes cleanly on stop.
+
+    outputs = StreamOutputs(video="annotated.mp4", events="events.jsonl", fps=source.fps)
+    for r in stream:
+        outputs.write(r, stream.stats)
+    outputs.close()
+
+Boxes are the bounding boxes [x, y, w, h] (frame pixels) of the connected regions of an
+anomalous frame's mask (map >= pixel threshold). A model calibrated without a pixel
+threshold outlines the regions where the map reaches the image threshold instead: the image
+score is a mean of the top map values, so those regions are where the score came from.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from itertools import count
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import cv2
+import numpy as np
+
+from dad_edge.errors import ConfigError, DataError
+from dad_edge.data.imageio import write_image
+
+log = logging.getLogger("dad_edge.stream.runner")
+
+VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+DEFAULT_FPS = 25.0  # for sources that do not report a frame rate (most cameras and streams)
+MAX_BOXES = 32  # the largest regions of a frame; a noisy map must not make every line kilobytes
+_RED = (255, 40, 40)  # RGB
+
+
+def anomaly_boxes(result, image_threshold: Optional[float] = None, min_area: int = 1) -> List[List[int]]:
+    """[x, y, w, h] of the anomalous regions of an anomalous result, largest first; [] otherwise."""
+    if not result.label or result.anomaly_map is None:
+        return []
+    if result.mask is not None:
+        mask = result.mask
+    elif image_threshold is not None:
+        mask = result.anomaly_map >= image_threshold
+    else:
+        return []
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    regions = stats[1:]  # row 0 is the background; columns: x, y, w, h, area
+    regions = regions[regions[:, cv2.CC_STAT_AREA] >= min_area]
+    order = np.argsort(-regions[:, cv2.CC_STAT_AREA], kind="stable")[:MAX_BOXES]
+    return [[int(v) for v in regions[i, :4]] for i in order]
+
+
+def event_record(result, boxes: List[List[int]], saved: Optional[str] = None) -> Dict[str, Any]:
+    """One line of the events file: frame (from 0 in each run), time (Unix seconds of capture), score,
+    label, boxes; EventLog adds the run."""
+    record = {"frame": result.frame, "time": round(result.time, 3), "source": result.source,
+              "score": result.score, "normalized_score": result.normalized_score, "label": result.label,
+              "boxes": boxes, "latency_ms": round(result.latency_ms, 2)}
+    if saved is not None:
+        record["saved"] = saved
+    return record
+
+
+def annotate(result, boxes: List[List[int]], fps: Optional[float] = None) -> np.ndarray:
+    """BGR uint8: the result's plot() (heat map, mask outline, score), the boxes, and a status line
+    (frame index, live frames/s, latency)."""
+    canvas = result.plot()  # RGB
+    thickness = max(1, min(canvas.shape[:2]) // 240)
+    for x, y, w, h in boxes:
+        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), _RED, thickness)
+    status = f"#{result.frame}  {result.latency_ms:.0f} ms"
+    if fps is not None:
+        status += f"  {fps:.1f} fps"
+    scale = max(0.35, canvas.shape[1] / 900)
+    origin = (4, canvas.shape[0] - 6)
+    cv2.putText(canvas, status, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(canvas, status, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
+
+
+class VideoOutput:
+    """An annotated video file; opened at the first frame (its size fixes the video's size)."""
+
+    def __init__(self, path, fps: Optional[float] = None):
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_CODECS:
+            raise ConfigError(f"{self.path}: cannot tell the video format from {suffix or 'no suffix'!r}; "
+                              f"use one of {', '.join(VIDEO_CODECS)}")
+        self.fourcc = VIDEO_CODECS[suffix]
+        self.fps = fps or DEFAULT_FPS
+        self.size = None  # (w, h)
+        self.writer: Optional[cv2.VideoWriter] = None
+        self.frames = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, bgr: np.ndarray) -> None:
+        if self.writer is None:
+            self.size = (bgr.shape[1], bgr.shape[0])
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size)
+            if not self.writer.isOpened():
+                self.writer = None
+                raise DataError(f"{self.path}: OpenCV cannot write {self.fourcc} video here; check the folder "
+                                f"is writable, or try --out with .avi (MJPG)")
+        if (bgr.shape[1], bgr.shape[0]) != self.size:  # image folders may mix sizes
+            bgr = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(bgr)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Release: this writes the container's index, without which the video does not play."""
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+_LOG_NUMBERS = count()  # tells apart two logs opened in the same second by one process
+
+
+class EventLog:
+    """JSON lines, appended (a restart keeps earlier events), one write and one flush per line.
+
+    Frame numbers start at 0 in every run, so each line carries the run it belongs to: "run",
+    the local start time and process id of this log (e.g. "20261122T184301-4242").
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.lines = 0
+        self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_LOG_NUMBERS)}"
+
+    def write(self, record: Dict[str, Any]) -> None:
+        self.file.write(json.dumps({**record, "run": self.run}) + "\n")
+        self.file.flush()
+        self.lines += 1
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+
+class AnomalySaver:
+    """Anomalous frames as they came (PNG, lossless, for re-training or audit) and annotated (JPEG)."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.saved = 0
+
+    def save(self, result, annotated_bgr: np.ndarray) -> str:
+        stem = f"frame_{result.frame:08d}"  # the event's `source` names the file of image-folder frames
+        write_image(self.folder / f"{stem}.png", result.image)
+        ok, buf = cv2.imencode(".jpg", annotated_bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if ok:
+            (self.folder / f"{stem}_annotated.jpg").write_bytes(buf.tobytes())
+        self.saved += 1
+        return f"{stem}.png"
+
+
+def gui_available() -> Optional[str]:
+    """None when a window can be shown; else why not."""
+    if re.search(r"GUI:\s*NONE", cv2.getBuildInformation()):
+        return ("this OpenCV has no GUI (opencv-python-headless); pip install opencv-python "
+                "(not -headless) for a window")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display ($DISPLAY is not set)"
+    return None
+
+
+class Display:
+    """A window with the annotated frames; q or Esc in it stops the stream."""
+
+    WINDOW = "dad-edge stream"
+
+    def __init__(self):
+        self.open = False
+
+    def show(self, bgr: np.ndarray) -> bool:
+        """Show one frame; False when the user asked to stop."""
+        cv2.imshow(self.WINDOW, bgr)
+        self.open = True
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        if self.open:
+            cv2.destroyWindow(self.WINDOW)
+            self.open = False
+
+
+class StreamOutputs:
+    """Everything a stream writes, from one call per result; close() flushes and closes all of it.
+
+    video: annotated video file; anomalies: folder for anomalous frames; events: JSONL file;
+    only_anomalies: events for anomalous frames only; display: show a window (when OpenCV can);
+    fps: of the video file (default: DEFAULT_FPS); image_threshold: boxes for models calibrated
+    without a pixel threshold (see the module doc).
+
+    Drawing and encoding cost as much as a small model's inference, so the files are written
+    on a worker thread (background=True): it overlaps the next frame's inference, and on a GPU
+    box keeps the GPU busy. Its queue is short and never drops: outputs that cannot keep up
+    slow the stream down rather than lose frames. The window stays on the caller's thread,
+    where GUI toolkits want it.
+    """
+
+    def __init__(self, video=None, anomalies=None, events=None, only_anomalies: bool = False,
+                 display: bool = False, fps: Optional[float] = None, image_threshold: Optional[float] = None,
+                 background: bool = True, queue_size: int = 8):
+        self.video = VideoOutput(video, fps) if video else None
+        self.saver = AnomalySaver(anomalies) if anomalies else None
+        self.events = EventLog(events) if events else None
+        self.only_anomalies = only_anomalies
+        self.quit_requested = False  # q / Esc in the window
+        self.image_threshold = image_threshold
+        self.display = None
+        if display:
+            why_not = gui_available()
+            if why_not:
+                log.warning("no window: %s; going on without one (--no-display silences this)", why_not)
+            else:
+                self.display = Display()
+        self._jobs: Optional["queue.Queue[Any]"] = None
+        self._worker: Optional[threading.Thread] = None
+        self._failure: Optional[BaseException] = None
+        if background and (self.video or self.saver or self.events):
+            self._jobs = queue.Queue(maxsize=queue_size)
+            self._worker = threading.Thread(target=self._work, name="dad_edge-outputs", daemon=True)
+            self._worker.start()
+
+    def write(self, result, stats=None) -> Dict[str, Any]:
+        """Write one result everywhere it goes; returns its event record (written or not).
+
+        Raises the failure of an earlier background write (a full disk, say) rather than go on silently.
+        """
+        self._check()
+        boxes = anomaly_boxes(result, self.image_threshold)
+        saved = f"frame_{result.frame:08d}.png" if self.saver and result.label else None
+        record = event_record(result, boxes, saved)
+        fps = stats.fps if stats is not None else None
+        annotated = None
+        if self.display:
+            annotated = annotate(result, boxes, fps)
+            if not self.display.show(annotated):
+                self.quit_requested = True
+        job = (result, boxes, record, fps, annotated)
+        if self._jobs is None:
+            self._write(*job)
+        else:
+            while True:  # wait for room, but notice a worker that died meanwhile
+                try:
+                    self._jobs.put(job, timeout=0.5)
+                    break
+                except queue.Full:
+                    self._check()
+        return record
+
+    def _write(self, result, boxes, record, fps, annotated) -> None:
+        if annotated is None and (self.video or (self.saver and result.label)):
+            annotated = annotate(result, boxes, fps)
+        if record.get("saved"):
+            self.saver.save(result, annotated)
+        if self.events and (result.label or not self.only_anomalies):
+            self.events.write(record)
+        if self.video:
+            self.video.write(annotated)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self._failure is not None:
+                continue  # drain without writing: the caller raises on its next call
+            try:
+                self._write(*job)
+            except Exception as exc:  # handed to the caller's thread by _check()
+                self._failure = exc
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def close(self) -> None:
+        """Write what is queued, then close every output even when one fails; the first failure is raised."""
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join()
+            self._worker = None
+        failure = self._failure
+        for out in (self.video, self.events, self.display):
+            try:
+                if out is not None:
+                    out.close()
+            except Exception as exc:  # keep closing the others: a half-closed video loses its index
+                failure = failure or exc
+        if failure is not None:
+            raise failure

@@ -1,0 +1,1 @@
+"""Training, distillation, evaluation, metrics, thresholds and plots."""

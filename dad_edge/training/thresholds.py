@@ -1,0 +1,70 @@
+"""Decision thresholds from scores: F1-max with anomalies at hand, else a quantile of good.
+
+Scores are also reported normalised so that the threshold maps to 0.5 (see normalize_score).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from dad_edge.artifacts.metadata import Thresholds
+from dad_edge.training.metrics import f1_max
+
+# Recorded in artifacts beside the thresholds, so that a reader knows what "normalised" means.
+SCORE_NORMALIZATION = "piecewise linear: [0, image threshold] -> [0, 0.5], [image threshold, 1] -> [0.5, 1]"
+
+
+def _check_quantile(quantile: float) -> None:
+    if not 0.5 <= quantile < 1:
+        raise ValueError(f"quantile={quantile} must be in [0.5, 1)")
+
+
+def quantile_thresholds(good_scores: np.ndarray, good_maps: Sequence[np.ndarray], quantile: float = 0.99,
+                        source: str = "quantile of held-out good images") -> Thresholds:
+    """Image threshold at `quantile` of good image scores; pixel threshold at the same
+    quantile of the good images' per-image map maxima (so a good image is rarely flagged).
+
+    `good_maps` is an (N, H, W) array or a list of maps of any sizes.
+    """
+    _check_quantile(quantile)
+    good_scores = np.asarray(good_scores, dtype=np.float64)
+    pixel_max = np.array([np.max(m) for m in good_maps], dtype=np.float64)
+    return Thresholds(image=float(np.quantile(good_scores, quantile)),
+                      pixel=float(np.quantile(pixel_max, quantile)),
+                      source=f"{source} (q={quantile})")
+
+
+def f1_thresholds(labels: np.ndarray, scores: np.ndarray, maps: Sequence[np.ndarray],
+                  masks: Optional[Sequence[np.ndarray]], quantile: float = 0.99) -> Thresholds:
+    """Thresholds from a labelled set with anomalous images.
+
+    Image threshold: F1-max of the image scores. Pixel threshold: F1-max over all pixels
+    pooled when ground-truth masks (each the shape of its map) hold anomalous pixels;
+    otherwise the quantile rule on the maps of the good images.
+    """
+    _check_quantile(quantile)
+    labels = np.asarray(labels).reshape(-1) != 0
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if labels.all() or not labels.any():
+        raise ValueError("F1-max thresholds need both good and anomalous images; "
+                         "use quantile_thresholds for good images only")
+    image_f1, image_t = f1_max(labels, scores)
+    source = f"F1-max over {labels.size} images ({int(labels.sum())} anomalous, image F1 {image_f1:.3f})"
+    if masks is not None and any(m.any() for m in masks):
+        pixel_f1, pixel_t = f1_max(np.concatenate([m.reshape(-1) for m in masks]),
+                                   np.concatenate([np.asarray(m, np.float32).reshape(-1) for m in maps]))
+        source += f"; pixel F1-max {pixel_f1:.3f}"
+    else:
+        pixel_t = float(np.quantile([np.max(m) for m, bad in zip(maps, labels) if not bad], quantile))
+        source += f"; pixel: q={quantile} of good map maxima (no pixel ground truth)"
+    return Thresholds(image=float(image_t), pixel=float(pixel_t), source=source)
+
+
+def normalize_score(score, threshold: Optional[float]):
+    """Map a raw score in [0, 1] piecewise-linearly so that the threshold lands on 0.5."""
+    s = np.asarray(score, dtype=np.float64)
+    if threshold is None:
+        return s
+    t = min(max(threshold, 1e-12), 1 - 1e-12)
+    return np.where(s < t, 0.5 * s / t, 0.5 + 0.5 * (s - t) / (1 - t))
