@@ -1,6 +1,6 @@
 """The deployment commands of `dad-edge`: export, calibrate, predict.
 
-Registered by cli.py through add_commands(); each command takes the parsed arguments
+Registered by dad_edge/cli/__init__.py through add_commands(); each command takes the parsed arguments
 and returns an exit code. Errors a user can fix are DadEdgeError (printed as one line).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from dad_edge.cli import _positive_int, add_runtime_arguments, runtime_kwargs
+from dad_edge.cli.args import positive_int, add_runtime_arguments, runtime_kwargs
 from dad_edge.errors import ConfigError
 
 
@@ -30,17 +30,17 @@ def add_export(sub) -> None:
     p.add_argument("--format", required=True, choices=("onnx", "engine"))
     p.add_argument("--out", help="output file (default: the model's name with .onnx / .plan)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6 and 10 parse it)")
-    p.add_argument("--fixed-batch", type=_positive_int, metavar="N",
+    p.add_argument("--fixed-batch", type=positive_int, metavar="N",
                    help="ONNX with a fixed batch of N instead of a dynamic one")
     g = p.add_argument_group("engine")
     g.add_argument("--half", action="store_true", help="fp16 kernels")
     g.add_argument("--int8", action="store_true", help="INT8 kernels, calibrated on --calib")
     g.add_argument("--calib", type=Path, help="folder of good images for INT8 calibration (300+ advised)")
-    g.add_argument("--calib-images", type=_positive_int, default=1000, help="use at most this many (default 1000)")
+    g.add_argument("--calib-images", type=positive_int, default=1000, help="use at most this many (default 1000)")
     g.add_argument("--workspace", type=float, default=4.0, help="TensorRT workspace limit in GB (default 4)")
-    g.add_argument("--batch", type=_positive_int, default=8, help="largest batch the engine accepts (default 8)")
-    g.add_argument("--min-batch", type=_positive_int, default=1)
-    g.add_argument("--opt-batch", type=_positive_int, default=1, help="batch the kernels are tuned for (default 1)")
+    g.add_argument("--batch", type=positive_int, default=8, help="largest batch the engine accepts (default 8)")
+    g.add_argument("--min-batch", type=positive_int, default=1)
+    g.add_argument("--opt-batch", type=positive_int, default=1, help="batch the kernels are tuned for (default 1)")
     g.add_argument("--dla-core", type=int, help="run on this DLA core (Jetson), GPU fallback for the rest")
     g.add_argument("--timing-cache", type=Path, help="timing cache file: read if present, updated after the build")
     p.set_defaults(func=cmd_export)
@@ -94,7 +94,7 @@ def add_calibrate(sub) -> None:
     p.add_argument("--quantile", type=float, default=0.99,
                    help="with good images only: thresholds at this quantile of their scores (default 0.99)")
     add_runtime_arguments(p, precision=False)
-    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -117,7 +117,7 @@ def add_predict(sub) -> None:
     p.add_argument("sources", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--save", type=Path, metavar="DIR", help="write overlays and results.jsonl here")
     add_runtime_arguments(p)
-    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.set_defaults(func=cmd_predict)
 
 

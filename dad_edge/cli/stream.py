@@ -5,7 +5,7 @@
     dad-edge stream model.onnx --source rtsp://host/cam --save-anomalies out/ --events events.jsonl
     dad-edge stream model.onnx --source line.mp4 --out annotated.mp4 --no-display
 
-Registered by cli.py through add_command(); runs until the source ends, --max-frames, q in
+Registered by dad_edge/cli/__init__.py through add_command(); runs until the source ends, --max-frames, q in
 the window, Ctrl-C or SIGTERM, and closes every output on the way out.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from dad_edge.cli import _positive_int, add_runtime_arguments, runtime_kwargs
+from dad_edge.cli.args import positive_int, add_runtime_arguments, runtime_kwargs
 from dad_edge.runtime.detector import COLOR_ORDERS
 
 
@@ -25,7 +25,7 @@ def add_command(sub) -> None:
     p.add_argument("model", help="model.safetensors, .onnx or .plan / .engine")
     p.add_argument("--source", required=True,
                    help="camera index (0), csi://N (Jetson), rtsp:// or http:// URL, video file, folder or glob")
-    p.add_argument("--batch", type=_positive_int, default=1,
+    p.add_argument("--batch", type=positive_int, default=1,
                    help="frames per inference call (default 1: lowest latency)")
     p.add_argument("--out", type=Path, metavar="VIDEO", help="write the annotated frames to this video (.mp4, .avi)")
     p.add_argument("--save-anomalies", type=Path, metavar="DIR", help="save anomalous frames (PNG + annotated JPEG)")
@@ -36,8 +36,8 @@ def add_command(sub) -> None:
                    help="run CMD on an anomaly (no shell; the event is in $DAD_EDGE_EVENT)")
     p.add_argument("--alarm-interval", type=float, default=10.0, metavar="S",
                    help="at most one alarm per S seconds (default 10)")
-    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
-    p.add_argument("--queue", type=_positive_int, metavar="N", help="frames buffered after capture (default 2 x batch)")
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
+    p.add_argument("--queue", type=positive_int, metavar="N", help="frames buffered after capture (default 2 x batch)")
     add_runtime_arguments(p)
     p.add_argument("--color-order", choices=COLOR_ORDERS,
                    help="of the source's frames (default: BGR for cameras and videos, RGB for image files)")

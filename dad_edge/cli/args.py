@@ -1,0 +1,74 @@
+"""Argument helpers shared by the `dad-edge` commands (no command imports another's module)."""
+from __future__ import annotations
+
+import argparse
+from typing import Optional
+
+
+def positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive integer")
+    return v
+
+
+def add_runtime_arguments(p, precision: bool = True) -> None:
+    """--backend and --device of a command that opens a model file; with `precision` also the
+    torch backend's --half and --cuda-graphs (predict, stream). Read back with runtime_kwargs()."""
+    from dad_edge.runtime.backends import BACKENDS
+
+    p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend the suffix picks")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU where the backend has one)")
+    if precision:
+        p.add_argument("--half", action="store_true", help="fp16 (torch backend on CUDA)")
+        p.add_argument("--cuda-graphs", action="store_true",
+                       help="replay the network from a CUDA graph per batch size (torch backend on CUDA)")
+
+
+def runtime_kwargs(args) -> dict:
+    """The Detector keyword arguments add_runtime_arguments(precision=True) parsed."""
+    return dict(backend=args.backend, device=args.device, half=args.half, cuda_graphs=args.cuda_graphs)
+
+
+def channels(text: str) -> Optional[int]:
+    if text == "auto":
+        return None
+    if text not in ("1", "3"):
+        raise argparse.ArgumentTypeError(f"--channels {text}: choose auto, 1 or 3")
+    return int(text)
+
+
+def add_training_arguments(p, what: str = "training") -> None:
+    """Options shared by `train` and `distill`: data, budget, optimiser, selection, anomalies."""
+    p.add_argument("--data", required=True, help="category folder with train/good (MVTec AD layout)")
+    p.add_argument("--out", required=True, help="run folder: model.safetensors, train_state.safetensors")
+    p.add_argument("--epochs", type=positive_int, help="stop after this many epochs")
+    p.add_argument("--minutes", type=float, help=f"stop after this much {what} time")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--lr-unet", type=float, default=1e-4)
+    p.add_argument("--lr-seg", type=float, default=1e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="good images held out for selection")
+    p.add_argument("--select", choices=("val", "last"), default="val",
+                   help="keep the lowest validation loss (default) or the last epoch; never the test set")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--texture-dir", help="folder of texture images (e.g. DTD) as anomaly sources")
+    p.add_argument("--foreground", help="'otsu', or a folder of foreground masks named like the images")
+    p.add_argument("--anomaly-prob", type=float, default=0.5, help="fraction of synthetic anomalous samples")
+    p.add_argument("--threshold-quantile", type=float, default=0.99,
+                   help="thresholds at this quantile of held-out good images")
+    p.add_argument("--resume", action="store_true", help="go on from --out/train_state.safetensors")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads making synthetic anomalies (default: 0 on CPU, up to 8 on CUDA)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def training_kwargs(args) -> dict:
+    """The options add_training_arguments() parsed, as TrainOptions / DistillOptions fields."""
+    return dict(
+        data=args.data, out=args.out, epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size,
+        lr_unet=args.lr_unet, lr_seg=args.lr_seg, seed=args.seed, val_fraction=args.val_fraction,
+        select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
+        foreground=args.foreground, anomaly_prob=args.anomaly_prob, threshold_quantile=args.threshold_quantile,
+        resume=args.resume, progress=not args.quiet, workers=args.workers)

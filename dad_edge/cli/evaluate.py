@@ -1,0 +1,91 @@
+"""The inspection commands of `dad-edge`: eval (metrics on a test split) and info (size and cost)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dad_edge.cli.args import add_runtime_arguments, channels, positive_int
+
+
+# -- eval -------------------------------------------------------------------------------------
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="image/pixel AUROC, AU-PRO, AP, F1-max on a test split")
+    p.add_argument("model", help="model.safetensors (or an exported model)")
+    p.add_argument("--data", required=True, help="category folder with test/ and ground_truth/")
+    p.add_argument("--out", help="write metrics.json, roc.png and overlays/ here")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    add_runtime_arguments(p, precision=False)
+    p.add_argument("--overlays", type=int, default=4, help="overlays per defect type (with --out)")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from dad_edge.training.evaluate import backend_infer_fn, evaluate
+
+    infer, size = backend_infer_fn(args.model, args.backend, args.device)
+    metrics = evaluate(infer, size, args.data, out_dir=args.out, batch_size=args.batch_size,
+                       overlays_per_type=args.overlays, progress=not args.json)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print_metrics(metrics)
+        if args.out:
+            print(f"report: {Path(args.out) / 'metrics.json'}, {Path(args.out) / 'roc.png'}, "
+                  f"{Path(args.out) / 'overlays'}/")
+    return 0
+
+
+def _pct(v) -> str:
+    return "   -  " if v is None else f"{100 * v:6.2f}"
+
+
+def print_metrics(m) -> None:
+    keys = ("image_auroc", "pixel_auroc", "au_pro", "pixel_ap", "f1_max")
+    print(f"{'':12s}" + "".join(f"{k:>13s}" for k in keys) + "   images")
+    rows = [("all", m)] + sorted(m.get("per_type", {}).items())
+    for name, r in rows:
+        print(f"{name:12s}" + "".join(f"{_pct(r.get(k)):>13s}" for k in keys) + f"   {r.get('num_images')}")
+    print(f"(percent; AU-PRO: {m.get('au_pro_definition')})")
+
+
+# -- info -------------------------------------------------------------------------------------
+
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="parameters and GFLOPs of a preset or a model file")
+    p.add_argument("model", nargs="?", help="a model.safetensors (default: --preset)")
+    p.add_argument("--preset", default="compact")
+    p.add_argument("--image-size", type=positive_int)
+    p.add_argument("--channels", type=channels, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args) -> int:
+    from dad_edge.model.config import preset
+    from dad_edge.model.info import model_info
+
+    if args.model:
+        from dad_edge.artifacts.checkpoint import read_tensors
+        from dad_edge.artifacts.metadata import model_config
+
+        _, meta = read_tensors(args.model)
+        cfg, name = model_config(meta), args.model
+    else:
+        changes = {}
+        if args.image_size:
+            changes["image_size"] = args.image_size
+        if args.channels:
+            changes["channels"] = args.channels
+        cfg, name = preset(args.preset, **changes), args.preset
+    info = {"model": name, **model_info(cfg), "config": cfg.to_dict()}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"{name}: {info['params'] / 1e6:.2f} M parameters (U-Net {info['params_unet'] / 1e6:.2f} M, "
+              f"segmentation {info['params_seg'] / 1e6:.2f} M); {info['gflops']:.2f} GFLOPs per "
+              f"{cfg.image_size}x{cfg.image_size} image (U-Net x{info['unet_passes']} "
+              f"{info['gflops_unet']:.2f} + segmentation {info['gflops_seg']:.2f}; "
+              f"{info['flops_counting']})")
+    return 0

@@ -1,0 +1,122 @@
+"""The training commands of `dad-edge`: train, distill (a compact student from a trained teacher,
+see dad_edge/training/distill.py) and demo (data set, training and evaluation in one go)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dad_edge.cli.args import add_training_arguments, channels, positive_int, training_kwargs
+from dad_edge.cli.evaluate import print_metrics
+
+DEMO_MINUTES = 4.0
+
+
+# -- train ------------------------------------------------------------------------------------
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on the good images of an MVTec-layout folder")
+    add_training_arguments(p)
+    p.add_argument("--preset", default="compact", help="paper | compact | tiny (default compact)")
+    p.add_argument("--image-size", type=positive_int, help="override the preset's input size")
+    p.add_argument("--channels", type=channels, default=None, help="auto (default), 1 or 3")
+    p.add_argument("--smoothing-sigma", type=float,
+                   help="Gaussian smoothing of the anomaly map before scoring, in pixels (default: the preset's, off)")
+    p.add_argument("--preview", type=positive_int, metavar="N",
+                   help="only write N synthetic training samples to --out/preview and exit")
+    p.set_defaults(func=cmd_train)
+
+
+def train_options(args):
+    from dad_edge.training.train import TrainOptions
+
+    return TrainOptions(
+        **training_kwargs(args), preset=args.preset, image_size=args.image_size, channels=args.channels,
+        model_overrides={} if args.smoothing_sigma is None else {"smoothing_sigma": args.smoothing_sigma})
+
+
+def cmd_train(args) -> int:
+    from dad_edge.training.train import preview, train
+
+    opts = train_options(args)
+    if args.preview:
+        paths = preview(opts, args.preview)
+        print(f"wrote {len(paths)} synthetic samples to {paths[0].parent}")
+        return 0
+    opts.validate()
+    path = train(opts)
+    print(f"model: {path}")
+    return 0
+
+
+# -- distill ----------------------------------------------------------------------------------
+
+
+def add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="distil a compact (optionally single-pass) student from a trained teacher")
+    p.add_argument("--teacher", required=True, help="the teacher's model.safetensors (a two-pass model)")
+    add_training_arguments(p, what="distillation")
+    p.add_argument("--preset", default="compact",
+                   help="the student's networks: paper | compact | tiny (default compact)")
+    p.add_argument("--image-size", type=positive_int, help="the student's input size (default: the teacher's)")
+    p.add_argument("--single-pass", action="store_true",
+                   help="one U-Net pass (reads x0_ng directly) instead of the two norm-guided passes")
+    p.add_argument("--segmentation", choices=("train", "distill"), default="train",
+                   help="train the segmentation net on the synthetic masks (default), or also match the teacher's map")
+    p.set_defaults(func=cmd_distill)
+
+
+def distill_options(args):
+    from dad_edge.training.distill import DistillOptions
+
+    return DistillOptions(**training_kwargs(args), teacher=args.teacher, preset=args.preset,
+                          image_size=args.image_size, single_pass=args.single_pass, segmentation=args.segmentation)
+
+
+def cmd_distill(args) -> int:
+    from dad_edge.training.distill import distill
+
+    path = distill(distill_options(args))
+    print(f"model: {path}")
+    return 0
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="build a small real-photo data set, train, evaluate (CPU, minutes)")
+    p.add_argument("--out", default="runs/demo", help="where data, model and report go (default runs/demo)")
+    p.add_argument("--texture", default="brick", help="brick | grass | gravel (scikit-image photographs)")
+    p.add_argument("--minutes", type=float, default=DEMO_MINUTES, help="training time budget")
+    p.add_argument("--epochs", type=positive_int, default=200, help="upper bound on epochs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from dad_edge.data.demo import build_demo_dataset
+    from dad_edge.training.evaluate import backend_infer_fn, evaluate
+    from dad_edge.training.train import TrainOptions, train
+
+    out = Path(args.out)
+    t0 = time.time()
+    data = build_demo_dataset(out / "data", texture=args.texture, size=128)
+    print(f"[1/3] data set: {data} (real {args.texture} photographs; test defects: scratches, spots, cracks)")
+    # A short CPU run: larger learning rates than the paper's 3000-epoch schedule.
+    opts = TrainOptions(data=str(data), out=str(out / "model"), preset="compact", image_size=128,
+                        epochs=args.epochs, minutes=args.minutes, batch_size=8, lr_unet=1e-3, lr_seg=1e-3,
+                        device=args.device, progress=not args.quiet)
+    print(f"[2/3] training compact at 128x128 for up to {args.minutes:g} min ...", flush=True)
+    model_path = train(opts)
+    print(f"[3/3] evaluating {model_path} on the test split ...", flush=True)
+    infer, size = backend_infer_fn(model_path, device=None if args.device == "auto" else args.device)
+    report = out / "report"
+    metrics = evaluate(infer, size, data, out_dir=report)
+    print_metrics(metrics)
+    print(f"\ndone in {(time.time() - t0) / 60:.1f} min")
+    print(f"  model:    {model_path}")
+    print(f"  metrics:  {report / 'metrics.json'}")
+    print(f"  ROC:      {report / 'roc.png'}")
+    print(f"  overlays: {report / 'overlays'}/")
+    print(f"  next:     dad-edge predict {model_path} {data / 'test' / 'crack'} --save {out / 'predictions'}")
+    return 0
