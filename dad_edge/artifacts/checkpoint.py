@@ -6,9 +6,10 @@ so the file is self-describing and loads without pickle. Writes are atomic.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Tuple
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that need it: artifacts/ loads without it
+    import torch
 
 from dad_edge.artifacts import metadata as md
 from dad_edge.artifacts.atomic import atomic_path
@@ -16,7 +17,7 @@ from dad_edge.errors import CheckpointError
 from dad_edge.artifacts.metadata import META_KEY
 
 
-def save_tensors(path, tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> None:
+def save_tensors(path, tensors: Dict[str, "torch.Tensor"], meta: Dict[str, Any]) -> None:
     """Atomically write tensors + metadata (already validated) as safetensors."""
     from safetensors.torch import save_file
 
@@ -25,7 +26,7 @@ def save_tensors(path, tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -
         save_file(tensors, str(tmp), metadata={META_KEY: md.dumps(meta)})
 
 
-def read_tensors(path, device: str = "cpu") -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def read_tensors(path, device: str = "cpu") -> Tuple[Dict[str, "torch.Tensor"], Dict[str, Any]]:
     """Read a dad_edge safetensors file; CheckpointError for anything that is not one."""
     from safetensors import safe_open
 
