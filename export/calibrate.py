@@ -15,7 +15,8 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from dad_edge.training.thresholds import SCORE_NORMALIZATION, f1_thresholds, quantile_thresholds
+from dad_edge.artifacts.metadata import SCORE_NORMALIZATION
+from dad_edge.training.thresholds import f1_thresholds, quantile_thresholds
 from dad_edge.data.mvtec import GOOD, MVTecCategory, Sample
 from dad_edge.runtime.detector import Detector
 from dad_edge.errors import DataError

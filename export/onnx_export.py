@@ -23,7 +23,7 @@ import torch
 from dad_edge.artifacts import metadata as md
 from dad_edge.artifacts.atomic import write_bytes_atomic
 from dad_edge.runtime.backends.base import INPUT_NAME, OUTPUT_NAMES
-from dad_edge.training.thresholds import SCORE_NORMALIZATION
+from dad_edge.artifacts.metadata import SCORE_NORMALIZATION
 from dad_edge.artifacts.checkpoint import load_model
 from dad_edge.errors import ConfigError
 from dad_edge.model.diffusion_ad import DiffusionAD

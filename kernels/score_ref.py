@@ -1,7 +1,7 @@
 """Reference of the scoring stage: map -> Gaussian smoothing -> top-k mean -> normalised score, mask.
 
 Equals DiffusionAD's `smooth` + `topk(k).values.mean()` in float32 up to rounding, and
-`calibration.normalize_score`. Fused forms: a row pass and a column pass of the separable
+`artifacts.metadata.normalize_score`. Fused forms: a row pass and a column pass of the separable
 blur (edge replication), then one pass per map that selects the k-th largest value by
 radix select on the float bits (no sort), sums the values above it, and writes the mask.
 Bytes moved per map pixel: 4 read + 4 write per blur pass, 4 read per select pass
@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from dad_edge.training.thresholds import normalize_score
+from dad_edge.artifacts.metadata import normalize_score
 
 
 class ScoreResult(NamedTuple):

@@ -152,3 +152,14 @@ def test_preset_changes_are_validated_and_presets_not_mutated():
     before = PRESETS["tiny"]
     preset("tiny", noise_seed=3)
     assert PRESETS["tiny"] is before and before.noise_seed == 0
+
+
+def test_old_config_with_resblock_updown_still_loads():
+    """Model files of 0.1.0 store unet.resblock_updown (never read, now removed): they must load."""
+    old = preset("compact").to_dict()
+    old["unet"]["resblock_updown"] = True
+    assert "resblock_updown" not in preset("compact").to_dict()["unet"]
+    assert ModelConfig.from_dict(old) == preset("compact")
+    old["unet"]["not_a_field"] = 1
+    with pytest.raises(ConfigError, match="not_a_field"):
+        ModelConfig.from_dict(old)

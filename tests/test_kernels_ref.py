@@ -2,7 +2,7 @@
 
 preprocess_noise_ref and combine_ref must reproduce the tensors DiffusionAD.forward feeds
 its U-Net and segmentation net; score_ref its smoothed map and top-k score, and
-calibration.normalize_score; groupnorm_silu_ref the res-block's silu(norm(h + emb)).
+artifacts.metadata.normalize_score; groupnorm_silu_ref the res-block's silu(norm(h + emb)).
 Every fused form is then tested against these references only.
 """
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dad_edge.training.thresholds import normalize_score
+from dad_edge.artifacts.metadata import normalize_score
 from dad_edge.model.config import preset
 from dad_edge.kernels.combine_ref import combine_ref
 from dad_edge.kernels.groupnorm_silu_ref import groupnorm_silu_ref

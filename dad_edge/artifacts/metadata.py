@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
+import numpy as np
+
 from dad_edge.model.config import ModelConfig
 from dad_edge.errors import CheckpointError
 from dad_edge.data.preprocess import OFFSET, SCALE
@@ -147,3 +149,16 @@ def loads(text: str, where: str) -> Dict[str, Any]:
     except (json.JSONDecodeError, TypeError) as exc:
         raise CheckpointError(f"{where}: metadata is not valid JSON ({exc}); the file is damaged") from None
     return validate_metadata(meta, where)
+
+
+# Recorded in artifacts beside the thresholds, so that a reader knows what "normalised" means.
+SCORE_NORMALIZATION = "piecewise linear: [0, image threshold] -> [0, 0.5], [image threshold, 1] -> [0.5, 1]"
+
+
+def normalize_score(score, threshold: Optional[float]):
+    """Map a raw score in [0, 1] piecewise-linearly so that the threshold lands on 0.5."""
+    s = np.asarray(score, dtype=np.float64)
+    if threshold is None:
+        return s
+    t = min(max(threshold, 1e-12), 1 - 1e-12)
+    return np.where(s < t, 0.5 * s / t, 0.5 + 0.5 * (s - t) / (1 - t))

@@ -101,9 +101,3 @@ def preprocess_batch(frames, size: int, channels: int, color_order: str = "BGR")
     for i, frame in enumerate(frames):
         out[i] = preprocess(frame, size, channels, color_order)
     return out
-
-
-def to_uint8_image(x: np.ndarray) -> np.ndarray:
-    """Inverse of the normalisation, for pictures: (C, H, W) [-1, 1] -> (H, W, C) uint8."""
-    v = np.clip((x.transpose(1, 2, 0) - OFFSET) / SCALE, 0, 255)
-    return np.rint(v).astype(np.uint8)

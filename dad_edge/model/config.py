@@ -26,7 +26,6 @@ class UNetConfig:
     time_embed_dim: int = 512  # width of the MLP that embeds the sinusoidal timestep
     groups: int = 32  # GroupNorm groups (must divide every width)
     dropout: float = 0.0
-    resblock_updown: bool = True  # BigGAN-style res-block down/up-sampling
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,12 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"model config must be a JSON object, got {type(data).__name__}")
         try:
-            unet = _from_dict(UNetConfig, data.get("unet", {}), "unet")
+            unet_data = data.get("unet", {})
+            if isinstance(unet_data, dict):
+                # Files of dad_edge 0.1.0 carry `resblock_updown`, a field that was never read (the
+                # U-Net always samples in its res-blocks): accepted and dropped, so they still load.
+                unet_data = {k: v for k, v in unet_data.items() if k != "resblock_updown"}
+            unet = _from_dict(UNetConfig, unet_data, "unet")
             seg = _from_dict(SegConfig, data.get("seg", {}), "seg")
             rest = {k: v for k, v in data.items() if k not in ("unet", "seg")}
             return _from_dict(cls, rest, "model", unet=unet, seg=seg).validate()

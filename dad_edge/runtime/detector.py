@@ -23,7 +23,7 @@ import numpy as np
 from dad_edge.artifacts import metadata as md
 from dad_edge.runtime import ops
 from dad_edge.runtime.backends import backend_name, load_backend
-from dad_edge.training.thresholds import normalize_score
+from dad_edge.artifacts.metadata import normalize_score
 from dad_edge.errors import ConfigError, DadEdgeError, DataError
 from dad_edge.data.imageio import read_image
 from dad_edge.data.preprocess import check_frame

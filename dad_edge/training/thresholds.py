@@ -8,11 +8,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dad_edge.artifacts.metadata import Thresholds
+from dad_edge.artifacts.metadata import SCORE_NORMALIZATION, Thresholds, normalize_score  # noqa: F401 (re-exported)
 from dad_edge.training.metrics import f1_max
 
-# Recorded in artifacts beside the thresholds, so that a reader knows what "normalised" means.
-SCORE_NORMALIZATION = "piecewise linear: [0, image threshold] -> [0, 0.5], [image threshold, 1] -> [0.5, 1]"
 
 
 def _check_quantile(quantile: float) -> None:
@@ -59,12 +57,3 @@ def f1_thresholds(labels: np.ndarray, scores: np.ndarray, maps: Sequence[np.ndar
         pixel_t = float(np.quantile([np.max(m) for m, bad in zip(maps, labels) if not bad], quantile))
         source += f"; pixel: q={quantile} of good map maxima (no pixel ground truth)"
     return Thresholds(image=float(image_t), pixel=float(pixel_t), source=source)
-
-
-def normalize_score(score, threshold: Optional[float]):
-    """Map a raw score in [0, 1] piecewise-linearly so that the threshold lands on 0.5."""
-    s = np.asarray(score, dtype=np.float64)
-    if threshold is None:
-        return s
-    t = min(max(threshold, 1e-12), 1 - 1e-12)
-    return np.where(s < t, 0.5 * s / t, 0.5 + 0.5 * (s - t) / (1 - t))
