@@ -182,3 +182,22 @@ def test_triton_on_cpu_tensors_without_the_interpreter_is_a_clear_error(monkeypa
     assert ops.pick("combine", on_cuda=True, impl="triton") == "triton"
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert ops.pick("combine", on_cuda=False, impl="triton") == "triton"
+
+
+def test_availability_is_looked_up_once(monkeypatch):
+    """find_spec runs once per module, not on every GroupNorm of a fused forward."""
+    import importlib.util
+
+    from dad_edge.runtime import ops as seam
+
+    calls = []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: calls.append(name) or real(name, *a))
+    seam._missing.cache_clear()
+    try:
+        for _ in range(5):
+            seam.available()
+            seam.pick("groupnorm_silu", on_cuda=True)
+        assert sorted(set(calls)) == sorted(calls) and "triton" in calls
+    finally:
+        seam._missing.cache_clear()
