@@ -1,4 +1,4 @@
-"""dad_edge.training.plots: written PNGs, their sizes, and overlays that follow the map."""
+"""dad_edge.training.plots and dad_edge.runtime.overlay: written PNGs, their sizes, and overlays that follow the map."""
 import cv2
 import numpy as np
 import pytest

@@ -31,7 +31,7 @@ class Result:
 
     def plot(self) -> np.ndarray:
         """RGB uint8 (H, W, 3): the heat map over the image, the mask outlined, the verdict written on it."""
-        from dad_edge.training.plots import heatmap_overlay
+        from dad_edge.runtime.overlay import heatmap_overlay
 
         self._check_ok()
         canvas = heatmap_overlay(self.image, self.anomaly_map, pred_mask=self.mask)
