@@ -103,8 +103,8 @@ def run(target, data):
     kwargs = {} if target.artifact == "engine" else target.detector_kwargs()
     with dad_edge.Detector(path, batch_size=BATCH, **kwargs) as det:
         step, be = det.batch_size, det.backend
-        if getattr(be, "takes_frames", False):  # the fused path pre-processes the frames itself
-            outs = [be.infer_frames(data["frames"][i:i + step], "RGB") for i in range(0, len(data["frames"]), step)]
+        if getattr(be, "fused", None) is not None:  # the fused path pre-processes the frames itself
+            outs = [be.run(data["frames"][i:i + step], "RGB") for i in range(0, len(data["frames"]), step)]
         else:
             outs = [be.infer(data["pixels"][i:i + step]) for i in range(0, len(data["pixels"]), step)]
     maps = np.concatenate([o[0] for o in outs]).astype(np.float32)

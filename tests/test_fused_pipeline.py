@@ -69,11 +69,11 @@ def _close(plain, fused, map_atol=MAP_ATOL, score_atol=SCORE_ATOL):
 def test_cpu_default_is_the_plain_graph(checkpoints):
     ckpt = checkpoints["two_pass_smoothed"]
     det = Detector(ckpt, device="cpu")
-    assert det.backend.fused is None and not det.backend.takes_frames
+    assert det.backend.fused is None
     assert fused_available("cpu") is False
     assert Detector(ckpt, device="cpu", fused=False).backend.fused is None
     forced = Detector(ckpt, device="cpu", fused=True)
-    assert forced.backend.takes_frames and isinstance(forced.backend.fused, FusedPipeline)
+    assert isinstance(forced.backend.fused, FusedPipeline)
 
 
 def test_fused_option_only_for_the_torch_backend(checkpoints, tmp_path):
@@ -157,7 +157,7 @@ def test_fused_backend_matches_the_plain_graph(checkpoints, model, impl, monkeyp
     atol = (1e-4, 1e-5) if device == "cuda" else (MAP_ATOL, SCORE_ATOL)
     plain = TorchBackend(ckpt, device=device, fused=False)
     fused = TorchBackend(ckpt, device=device, fused=True, fused_impl=impl)
-    assert fused.takes_frames and not plain.takes_frames
+    assert fused.fused is not None and plain.fused is None
     c_in = 3 if cfg.channels == 3 else 1
     frames = _frames(c_in)
     interpreted = impl == "triton" and not torch.cuda.is_available()  # seconds a call: one of each
@@ -165,7 +165,7 @@ def test_fused_backend_matches_the_plain_graph(checkpoints, model, impl, monkeyp
         pixels = ops.preprocess(frames, cfg.image_size, cfg.channels, order, normalize=False)
         expect = plain.infer(pixels)
         assert float(np.std(expect[1])) > 1e-4 and float(np.std(expect[0])) > 1e-3  # the maps tell frames apart
-        map_diff, score_diff = _close(expect, fused.infer_frames(frames, order), *atol)  # uint8 frames in
+        map_diff, score_diff = _close(expect, fused.run(frames, order), *atol)  # uint8 frames in
         if not interpreted:
             _close(expect, fused.infer(pixels), *atol)  # the Backend interface: float pixels in
     print(f"\n{model}, fused impl={impl}: max |map diff| {map_diff:.1e}, max |score diff| {score_diff:.1e}")

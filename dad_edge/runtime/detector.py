@@ -7,8 +7,8 @@
 
 Frames of any size are resized once to the model size here, one call of the operator seam
 per batch (dad_edge.runtime.ops.preprocess: the C extension when built, else the numpy reference,
-the same numbers as preprocess.to_pixels); a backend that pre-processes on its device (the
-fused torch path, see backends/torch_backend.py) gets the uint8 frames instead. The map
+the same numbers as preprocess.to_pixels) inside Backend.run; a backend that pre-processes on
+its device (the fused torch path, see backends/torch_backend.py) overrides run instead. The map
 comes back at each frame's own size. Thresholds come from the artifact's metadata.
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 
 from dad_edge.artifacts import metadata as md
-from dad_edge.runtime import ops
 from dad_edge.runtime.backends import backend_name, load_backend
 from dad_edge.artifacts.metadata import normalize_score
 from dad_edge.errors import ConfigError, DadEdgeError, DataError
@@ -63,13 +62,8 @@ class Detector:
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be >= 1")
         self.path = Path(model)
-        options = {"device": device, "half": half}
-        if backend_name(self.path, backend) == "torch":
-            options.update(fused=fused, cuda_graphs=cuda_graphs)
-        elif fused or cuda_graphs:
-            raise ConfigError(f"{'fused' if fused else 'cuda_graphs'}=True applies to the torch backend (a "
-                              ".safetensors checkpoint); ONNX Runtime and TensorRT run their own graph")
-        self.backend = load_backend(self.path, backend, **options)
+        self.backend = load_backend(self.path, backend, device=device, half=half, fused=fused,
+                                    cuda_graphs=cuda_graphs)
         self.meta = self.backend.meta
         self.config = md.model_config(self.meta)
         self.thresholds = md.thresholds(self.meta)
@@ -88,13 +82,13 @@ class Detector:
         where a bad item is a Result with `error` set and the rest go on."""
         items, single = expand(source)
         if single:
-            return next(self._run(items, color_order, strict=True))
-        return list(self._run(items, color_order, strict=False))
+            return next(self.run_items(items, color_order, strict=True))
+        return list(self.run_items(items, color_order, strict=False))
 
     def predict(self, source, color_order: Optional[str] = None) -> List[Result]:
         """Always a list; bad items are Results with `error` set."""
         items, _ = expand(source)
-        return list(self._run(items, color_order, strict=False))
+        return list(self.run_items(items, color_order, strict=False))
 
     def stream(self, source, batch: int = 1, color_order: Optional[str] = None, **options) -> Iterator[Result]:
         """Results one by one, memory bounded.
@@ -108,7 +102,7 @@ class Detector:
         """
         if isinstance(source, (list, tuple, np.ndarray)):
             items, _ = expand(source)
-            return self._run(items, color_order, strict=False)
+            return self.run_items(items, color_order, strict=False)
         from dad_edge.stream.runner import Stream
 
         return iter(Stream(self, source, batch=batch, color_order=color_order, **options))
@@ -117,10 +111,7 @@ class Detector:
         """One pass on a blank batch: allocations and kernel selection happen here, not on frame 1."""
         c = self.config
         n = min(batch, self.batch_size)
-        if self.backend.takes_frames:  # the fused path: its pre-processing kernel too
-            self.backend.infer_frames([np.zeros((c.image_size, c.image_size, c.channels), np.uint8)] * n,
-                                      self.color_order)
-        self.backend.infer(np.zeros((n, c.channels, c.image_size, c.image_size), np.float32))
+        self.backend.run([np.zeros((c.image_size, c.image_size, c.channels), np.uint8)] * n, self.color_order)
 
     def close(self) -> None:
         self.backend.close()
@@ -146,31 +137,26 @@ class Detector:
         frame = check_frame(frame, item.name)
         return frame, order, _display_image(frame, order)
 
-    def _pixels(self, frames: List[np.ndarray], orders: List[str]) -> np.ndarray:
-        """Validated frames of any sizes -> (B, C, S, S) float32 pixel values 0..255, through the
-        operator seam: one call per colour order in the batch (one in practice)."""
-        c = self.config
-        if len(set(orders)) == 1:
-            return ops.preprocess(frames, c.image_size, c.channels, orders[0], normalize=False)
-        out = np.empty((len(frames), c.channels, c.image_size, c.image_size), np.float32)
-        for order in sorted(set(orders)):
-            idx = [i for i, o in enumerate(orders) if o == order]
-            out[idx] = ops.preprocess([frames[i] for i in idx], c.image_size, c.channels, order, normalize=False)
-        return out
+    def infer_batch(self, frames: Sequence[np.ndarray],
+                    color_order: Union[None, str, Sequence[str]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Validated uint8 frames (H, W, C) of any sizes -> (maps (B, S, S) at model size, scores (B,)).
 
-    def _infer_frames(self, frames: List[np.ndarray], orders: List[str]) -> Tuple[np.ndarray, np.ndarray]:
-        """A backend that pre-processes on its device: one call per colour order in the batch."""
-        if len(set(orders)) == 1:
-            return self.backend.infer_frames(frames, orders[0])
-        maps = [None] * len(frames)
-        scores = np.empty(len(frames), np.float32)
-        for order in sorted(set(orders)):
-            idx = [i for i, o in enumerate(orders) if o == order]
-            m, s = self.backend.infer_frames([frames[i] for i in idx], order)
-            for j, i in enumerate(idx):
-                maps[i] = m[j]
-            scores[idx] = s
-        return np.stack(maps), scores
+        The one way from the Detector into its backend (Backend.run), public so that evaluation,
+        calibration, the stream and training's thresholds all score exactly as predict() does.
+        `color_order`: one for all frames, or one per frame."""
+        if color_order is None or isinstance(color_order, str):
+            orders = [color_order or self.color_order] * len(frames)
+        else:
+            orders = list(color_order)
+        maps, scores = [], []
+        for start in range(0, len(frames), self.batch_size):
+            m, s = self.backend.run(list(frames[start:start + self.batch_size]), orders[start:start + self.batch_size])
+            maps.append(m)
+            scores.append(s)
+        c = self.config
+        if not maps:
+            return np.empty((0, c.image_size, c.image_size), np.float32), np.empty(0, np.float32)
+        return np.concatenate(maps), np.concatenate(scores)
 
     def _finish(self, item: Item, amap: np.ndarray, score: float, image: np.ndarray) -> Result:
         """Map back to the frame's size, then the thresholds."""
@@ -188,7 +174,10 @@ class Detector:
             image=image,
         )
 
-    def _run(self, items: Sequence[Item], color_order: Optional[str], strict: bool) -> Iterator[Result]:
+    def run_items(self, items: Sequence[Item], color_order: Optional[str] = None,
+                  strict: bool = False) -> Iterator[Result]:
+        """Items (dad_edge.runtime.inputs.Item) -> Results, in batches; the stream's entry point.
+        strict: raise on the first bad item instead of reporting it in its Result."""
         order = color_order or self.color_order
         if order not in COLOR_ORDERS:
             raise ConfigError(f"color_order={order!r} must be one of {COLOR_ORDERS}")
@@ -209,15 +198,8 @@ class Detector:
             if ready:
                 frames, orders = [r[1] for r in ready], [r[2] for r in ready]
                 t0 = time.perf_counter()
-                if self.backend.takes_frames:  # resize and normalisation run in the backend's first kernel
-                    batch_pre_s = 0.0
-                    maps, scores = self._infer_frames(frames, orders)
-                else:
-                    pixels = self._pixels(frames, orders)
-                    t1 = time.perf_counter()
-                    batch_pre_s = t1 - t0
-                    t0 = t1
-                    maps, scores = self.backend.infer(pixels)
+                maps, scores = self.backend.run(frames, orders)  # pre-processing included
+                batch_pre_s = 0.0
                 # Batch stages are shared out equally: per-image figures of the batch's time.
                 infer_s = (time.perf_counter() - t0) / len(ready)
                 batch_pre_s /= len(ready)

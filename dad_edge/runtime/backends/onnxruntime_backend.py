@@ -17,7 +17,9 @@ CPU = "CPUExecutionProvider"
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, device: Optional[str] = None, half: bool = False):
+    def __init__(self, path: Path, device: Optional[str] = None, half: bool = False,
+                 fused: Optional[bool] = None, cuda_graphs: bool = False):
+        self.reject_torch_options(fused, cuda_graphs)
         try:
             import onnxruntime as ort
         except ImportError:

@@ -57,7 +57,9 @@ def check_compatible(meta: Dict[str, Any], path, trt_version: str, compute_capab
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, path: Path, device: Optional[str] = None, half: bool = False):
+    def __init__(self, path: Path, device: Optional[str] = None, half: bool = False,
+                 fused: Optional[bool] = None, cuda_graphs: bool = False):
+        self.reject_torch_options(fused, cuda_graphs)
         from dad_edge.artifacts.engine_file import read_engine_file
 
         if half:

@@ -9,8 +9,8 @@ the U-Net) on a CUDA device where Triton is installed, and the plain DeployGraph
 True forces it anywhere (on the CPU its stages run in the C extension or the numpy
 reference: the same numbers, for tests); False always runs the plain graph. `fused_impl`
 forces one form on every fused stage ("triton", "c", "reference"). Both paths compute the
-same function; the fused backend also takes uint8 frames directly (infer_frames), which
-the Detector then sends instead of float pixels.
+same function; the fused backend overrides Backend.run to pre-process the uint8 frames on
+its device (resize, colour, normalisation and noise in one kernel).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from dad_edge.errors import BackendError
-from dad_edge.runtime.backends.base import Backend
+from dad_edge.runtime.backends.base import Backend, by_order
 from dad_edge.runtime.backends.cuda_graphs import GraphedCall
 
 
@@ -70,11 +70,6 @@ class TorchBackend(Backend):
         """The CUDA graphs of the network (cuda_graphs=True), else None."""
         return self._network if isinstance(self._network, GraphedCall) else None
 
-    @property
-    def takes_frames(self) -> bool:
-        """Whether infer_frames runs here (the fused path pre-processes uint8 frames itself)."""
-        return self.fused is not None
-
     def infer(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
@@ -86,11 +81,18 @@ class TorchBackend(Backend):
                 maps, scores = self._network(image)
             return maps[:, 0].float().cpu().numpy(), scores.float().cpu().numpy()
 
-    def infer_frames(self, frames: Sequence[np.ndarray], color_order: str) -> Tuple[np.ndarray, np.ndarray]:
-        """uint8 frames (H, W[, C]) of any sizes in `color_order` -> (maps (B, S, S), scores (B,));
-        the fused path only (takes_frames): resize, colour, normalisation and noise in one kernel."""
+    def run(self, frames: Sequence[np.ndarray], color_order) -> Tuple[np.ndarray, np.ndarray]:
+        """As Backend.run; the fused path pre-processes on its device instead of on the host
+        (one call of its stages per colour order in the batch)."""
         if self.fused is None:
-            raise BackendError("infer_frames needs the fused path (TorchBackend(fused=True))")
+            return super().run(frames, color_order)
+        frames = list(frames)
+        maps, scores = [None] * len(frames), np.empty(len(frames), np.float32)
         with self._torch.inference_mode():
-            maps, scores, _ = self._network(*self.fused.prepare_frames(list(frames), color_order))
-            return maps[:, 0].cpu().numpy(), scores.cpu().numpy()
+            for order, idx in by_order(color_order, len(frames)):
+                m, s, _ = self._network(*self.fused.prepare_frames([frames[i] for i in idx], order))
+                m, s = m[:, 0].cpu().numpy(), s.cpu().numpy()
+                for j, i in enumerate(idx):
+                    maps[i] = m[j]
+                scores[idx] = s
+        return np.stack(maps), scores
