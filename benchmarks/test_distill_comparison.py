@@ -104,11 +104,11 @@ def onnx_latency(model, out_dir: Path, threads: int, runs: int = 50, max_seconds
 def measure(name: str, path: Path, data: Path, device: str, threads: int,
             latency: bool = True) -> Dict[str, object]:
     from dad_edge.artifacts.checkpoint import load_model
-    from dad_edge.training.evaluate import backend_infer_fn, evaluate
+    from dad_edge.training.evaluate import evaluate_model
     from dad_edge.model.info import model_info
 
-    infer, size = backend_infer_fn(path, "torch", None if device == "auto" else device)
-    metrics = evaluate(infer, size, data)
+    metrics = evaluate_model(path, data, backend="torch", device=None if device == "auto" else device)
+    size = metrics["image_size"]
     model, meta = load_model(path)
     info = model_info(model.cfg)
     training = meta.get("training", {})

@@ -10,9 +10,8 @@ test split (582 images).
 
 The checkpoint is exported to ONNX (and, where TensorRT is, built into fp16 and INT8
 engines, INT8 calibrated on the category's good training images) in a temporary folder;
-each backend runs the test images with the Detector's own pre-processing (what
-dad_edge.training.evaluate.backend_infer_fn does, plus the half / fused options of torch; a fused
-backend gets the uint8 frames and pre-processes them itself, as in the Detector).
+each backend runs the test images through Detector.infer_batch (what `dad-edge eval` does,
+plus the half / fused options of torch).
 Per backend: image AUROC, pixel AUROC (maps at the model's resolution against the
 masks, as dad-edge evaluate), their differences from torch fp32, and the largest absolute
 difference of any map value and any score. Tolerances on both AUROC differences fail the
@@ -60,7 +59,6 @@ def parity(tmp_path_factory):
     from dad_edge.artifacts.checkpoint import read_tensors
     from dad_edge.data.mvtec import MVTecCategory, load_masks
     from dad_edge.export.onnx_export import export_onnx
-    from dad_edge.runtime import ops
     from dad_edge.data.imageio import read_image
 
     path = model_path()
@@ -74,7 +72,6 @@ def parity(tmp_path_factory):
     frames = [read_image(s.path) for s in samples]
     data = {
         "files": files, "cfg": cfg, "frames": frames,
-        "pixels": ops.preprocess(frames, cfg.image_size, cfg.channels, "RGB", normalize=False),
         "labels": np.array([s.label for s in samples], np.int64),
         "masks": load_masks(samples, cfg.image_size),
     }
@@ -102,13 +99,8 @@ def run(target, data):
     path = engine(data, target.precision) if target.artifact == "engine" else data["files"][target.artifact]
     kwargs = {} if target.artifact == "engine" else target.detector_kwargs()
     with dad_edge.Detector(path, batch_size=BATCH, **kwargs) as det:
-        step, be = det.batch_size, det.backend
-        if getattr(be, "fused", None) is not None:  # the fused path pre-processes the frames itself
-            outs = [be.run(data["frames"][i:i + step], "RGB") for i in range(0, len(data["frames"]), step)]
-        else:
-            outs = [be.infer(data["pixels"][i:i + step]) for i in range(0, len(data["pixels"]), step)]
-    maps = np.concatenate([o[0] for o in outs]).astype(np.float32)
-    scores = np.concatenate([o[1] for o in outs]).astype(np.float64)
+        maps, scores = det.infer_batch(data["frames"], "RGB")  # files decode as RGB
+    maps, scores = maps.astype(np.float32), scores.astype(np.float64)
     return {"maps": maps, "scores": scores, "image_auroc": roc_auc(data["labels"], scores),
             "pixel_auroc": roc_auc(data["masks"].reshape(-1), maps.reshape(-1)), "runs_on": det.backend.device}
 

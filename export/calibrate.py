@@ -1,10 +1,11 @@
 """`dad-edge calibrate`: run an artifact over data, choose thresholds, write them into it.
 
-With anomalous images (an MVTec-layout category folder whose test/ holds defect
-folders): image threshold at the F1-max of the image scores, pixel threshold at the
-F1-max over all pixels (masks), both at each image's own size as the Detector applies
-them. With good images only (a plain folder, or a category whose test/ has only good):
-the `quantile` of the good scores and of the good maps' maxima.
+Scores and maps come from Detector.infer_batch with each map at its image's own size, where
+the Detector applies the thresholds (the convention of training's thresholds too, see
+dad_edge/training/thresholds.py). With anomalous images (an MVTec-layout category folder whose
+test/ holds defect folders): image threshold at the F1-max of the image scores, pixel
+threshold at the F1-max over all pixels (masks). With good images only (a plain folder, or a
+category whose test/ has only good): the `quantile` of the good scores and of the good maps' maxima.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from dad_edge.artifacts.metadata import SCORE_NORMALIZATION
 from dad_edge.training.thresholds import f1_thresholds, quantile_thresholds
 from dad_edge.data.mvtec import GOOD, MVTecCategory, Sample
 from dad_edge.runtime.detector import Detector
-from dad_edge.errors import DataError
-from dad_edge.data.imageio import IMAGE_EXTENSIONS, list_images, read_mask
+from dad_edge.errors import DadEdgeError, DataError
+from dad_edge.data.imageio import IMAGE_EXTENSIONS, list_images, read_image, read_mask
+from dad_edge.data.preprocess import check_frame
 from dad_edge.artifacts.metadata import Thresholds
 
 from .metadata_io import write_metadata
@@ -51,20 +53,35 @@ def _mask(sample: Sample, shape) -> Optional[np.ndarray]:
     return mask
 
 
+def _score(det: Detector, samples: List[Sample]):
+    """-> (the samples read, their scores, their maps at each image's own size): through
+    Detector.infer_batch(frame_size=True), the convention of every threshold (training/thresholds.py).
+    A file that cannot be read is reported (a warning) and left out; the rest go on."""
+    kept, scores, maps = [], [], []
+    for start in range(0, len(samples), det.batch_size):
+        chunk, frames = [], []
+        for sample in samples[start:start + det.batch_size]:
+            try:
+                frames.append(check_frame(read_image(sample.path), str(sample.path)))
+            except DadEdgeError as exc:
+                warnings.warn(f"calibration: skipped {exc}", stacklevel=3)
+                continue
+            chunk.append(sample)
+        if frames:
+            m, s = det.infer_batch(frames, "RGB", frame_size=True)  # files decode as RGB
+            kept += chunk
+            scores += [float(v) for v in s]
+            maps += m
+    return kept, np.array(scores), maps
+
+
 def calibrate(artifact, data, quantile: float = 0.99, backend: Optional[str] = None,
               device: Optional[str] = None, batch_size: int = 8) -> Thresholds:
     """Choose thresholds for `artifact` on `data`, store them in it (atomically), return them."""
     samples = calibration_samples(data)
     with Detector(artifact, backend=backend, device=device, batch_size=batch_size) as det:
         meta = det.meta
-        kept, scores, maps = [], [], []
-        for sample, result in zip(samples, det.stream([s.path for s in samples])):
-            if not result.ok:  # reported; the rest go on
-                warnings.warn(f"calibration: skipped {result.error}", stacklevel=2)
-                continue
-            kept.append(sample)
-            scores.append(result.score)
-            maps.append(result.anomaly_map)
+        kept, scores, maps = _score(det, samples)
     if not kept:
         raise DataError(f"{data}: none of the {len(samples)} images could be read")
     labels = np.array([s.label for s in kept])
@@ -73,9 +90,8 @@ def calibrate(artifact, data, quantile: float = 0.99, backend: Optional[str] = N
                         "(test/good/, or a folder of good images)")
     if labels.any():
         masks = [_mask(s, m.shape) for s, m in zip(kept, maps)]
-        thresholds = f1_thresholds(labels, np.array(scores), maps, None if any(m is None for m in masks) else masks,
-                                   quantile)
+        thresholds = f1_thresholds(labels, scores, maps, None if any(m is None for m in masks) else masks, quantile)
     else:
-        thresholds = quantile_thresholds(np.array(scores), maps, quantile, source=f"quantile of {len(kept)} good images")
+        thresholds = quantile_thresholds(scores, maps, quantile, source=f"quantile of {len(kept)} good images")
     write_metadata(artifact, {**meta, "thresholds": thresholds.to_dict(), "score_normalization": SCORE_NORMALIZATION})
     return thresholds

@@ -13,7 +13,7 @@ def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="image/pixel AUROC, AU-PRO, AP, F1-max on a test split")
     p.add_argument("model", help="model.safetensors (or an exported model)")
     p.add_argument("--data", required=True, help="category folder with test/ and ground_truth/")
-    p.add_argument("--out", help="write metrics.json, roc.png and overlays/ here")
+    p.add_argument("--out", help="write metrics.json, scores.csv (one row per image), roc.png and overlays/ here")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--batch-size", type=positive_int, default=16)
     add_runtime_arguments(p, precision=False)
@@ -22,18 +22,18 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from dad_edge.training.evaluate import backend_infer_fn, evaluate
+    from dad_edge.training.evaluate import evaluate_model
 
-    infer, size = backend_infer_fn(args.model, args.backend, args.device)
-    metrics = evaluate(infer, size, args.data, out_dir=args.out, batch_size=args.batch_size,
-                       overlays_per_type=args.overlays, progress=not args.json)
+    # Through a Detector on the model (closed at the end): eval's scores are the Detector's.
+    metrics = evaluate_model(args.model, args.data, out_dir=args.out, backend=args.backend, device=args.device,
+                             batch_size=args.batch_size, overlays_per_type=args.overlays, progress=not args.json)
     if args.json:
         print(json.dumps(metrics))
     else:
         print_metrics(metrics)
         if args.out:
-            print(f"report: {Path(args.out) / 'metrics.json'}, {Path(args.out) / 'roc.png'}, "
-                  f"{Path(args.out) / 'overlays'}/")
+            out = Path(args.out)
+            print(f"report: {out / 'metrics.json'}, {out / 'scores.csv'}, {out / 'roc.png'}, {out / 'overlays'}/")
     return 0
 
 

@@ -95,7 +95,7 @@ def add_demo(sub) -> None:
 
 def cmd_demo(args) -> int:
     from dad_edge.data.demo import build_demo_dataset
-    from dad_edge.training.evaluate import backend_infer_fn, evaluate
+    from dad_edge.training.evaluate import evaluate_model
     from dad_edge.training.train import TrainOptions, train
 
     out = Path(args.out)
@@ -109,9 +109,8 @@ def cmd_demo(args) -> int:
     print(f"[2/3] training compact at 128x128 for up to {args.minutes:g} min ...", flush=True)
     model_path = train(opts)
     print(f"[3/3] evaluating {model_path} on the test split ...", flush=True)
-    infer, size = backend_infer_fn(model_path, device=None if args.device == "auto" else args.device)
     report = out / "report"
-    metrics = evaluate(infer, size, data, out_dir=report)
+    metrics = evaluate_model(model_path, data, out_dir=report, device=None if args.device == "auto" else args.device)
     print_metrics(metrics)
     print(f"\ndone in {(time.time() - t0) / 60:.1f} min")
     print(f"  model:    {model_path}")

@@ -10,18 +10,22 @@ per batch (dad_edge.runtime.ops.preprocess: the C extension when built, else the
 the same numbers as preprocess.to_pixels) inside Backend.run; a backend that pre-processes on
 its device (the fused torch path, see backends/torch_backend.py) overrides run instead. The map
 comes back at each frame's own size. Thresholds come from the artifact's metadata.
+
+Detector.infer_batch is the one way into the backend for everything that scores: predict and
+the stream (run_items), `dad-edge eval` (training/evaluate.py), `dad-edge calibrate` and
+training's thresholds (training/thresholds.py, on a model in memory: Detector.from_module).
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
 from dad_edge.artifacts import metadata as md
-from dad_edge.runtime.backends import backend_name, load_backend
+from dad_edge.runtime.backends import load_backend
 from dad_edge.artifacts.metadata import normalize_score
 from dad_edge.errors import ConfigError, DadEdgeError, DataError
 from dad_edge.data.imageio import read_image
@@ -30,6 +34,21 @@ from dad_edge.runtime.result import Result
 from dad_edge.runtime.inputs import Item, expand
 
 COLOR_ORDERS = ("BGR", "RGB")
+
+
+def _check_options(color_order: str, batch_size: int) -> None:
+    if color_order not in COLOR_ORDERS:
+        raise ConfigError(f"color_order={color_order!r} must be one of {COLOR_ORDERS}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+
+
+def map_at_frame_size(amap: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """A map at model size -> float32 (H, W) for a frame of `shape` (H, W[, C]): bilinear (cv2),
+    how every Result's map and mask, and every threshold, is taken at the frame's own size."""
+    h, w = shape[:2]
+    amap = np.ascontiguousarray(amap, np.float32)
+    return cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR) if amap.shape != (h, w) else amap.copy()
 
 
 def _display_image(frame: np.ndarray, color_order: str) -> np.ndarray:
@@ -57,22 +76,43 @@ class Detector:
         graph captured once per batch size (several times faster at small batches; the first
         call of each batch size pays the capture).
         """
-        if color_order not in COLOR_ORDERS:
-            raise ConfigError(f"color_order={color_order!r} must be one of {COLOR_ORDERS}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size} must be >= 1")
-        self.path = Path(model)
-        self.backend = load_backend(self.path, backend, device=device, half=half, fused=fused,
-                                    cuda_graphs=cuda_graphs)
-        self.meta = self.backend.meta
+        _check_options(color_order, batch_size)
+        self._attach(Path(model), load_backend(Path(model), backend, device=device, half=half, fused=fused,
+                                               cuda_graphs=cuda_graphs), color_order, batch_size)
+
+    @classmethod
+    def from_module(cls, model, meta: Optional[Dict[str, Any]] = None, device: Optional[str] = None,
+                    color_order: str = "BGR", batch_size: int = 8) -> "Detector":
+        """A Detector over an in-memory DiffusionAD module, no file written: training's threshold step.
+
+            with Detector.from_module(model, build_metadata(model.cfg), color_order="RGB") as det:
+                thresholds = detector_thresholds(det, held_out_frames, 0.99)   # dad_edge.training.thresholds
+
+        The module is shared, not copied (TorchBackend.from_module): it runs where it is (a
+        `device` other than the module's is an error), fp32, the plain graph, under no_grad; it
+        is in eval mode while the Detector is open and back in training mode after close() if it
+        was training. `meta` (default build_metadata(model.cfg)) gives the thresholds, if any."""
+        from dad_edge.runtime.backends.torch_backend import TorchBackend
+
+        _check_options(color_order, batch_size)
+        det = cls.__new__(cls)
+        det._attach(None, TorchBackend.from_module(model, meta, device=device), color_order, batch_size)
+        return det
+
+    def _attach(self, path: Optional[Path], backend, color_order: str, batch_size: int) -> None:
+        self.path = path  # None for an in-memory module
+        self.backend = backend
+        self.closed = False
+        self.meta = backend.meta
         self.config = md.model_config(self.meta)
         self.thresholds = md.thresholds(self.meta)
         self.color_order = color_order
-        self.batch_size = min(batch_size, self.backend.max_batch or batch_size)
+        self.batch_size = min(batch_size, backend.max_batch or batch_size)
 
     def __repr__(self) -> str:
         c, t = self.config, self.thresholds
-        return (f"Detector({str(self.path)!r}, backend={self.backend.name} on {self.backend.device}, "
+        where = "<in-memory module>" if self.path is None else repr(str(self.path))
+        return (f"Detector({where}, backend={self.backend.name} on {self.backend.device}, "
                 f"{c.image_size}x{c.image_size}x{c.channels}, thresholds image={t.image} pixel={t.pixel})")
 
     # -- public entry points -----------------------------------------------------------
@@ -111,10 +151,14 @@ class Detector:
         """One pass on a blank batch: allocations and kernel selection happen here, not on frame 1."""
         c = self.config
         n = min(batch, self.batch_size)
-        self.backend.run([np.zeros((c.image_size, c.image_size, c.channels), np.uint8)] * n, self.color_order)
+        self._open_backend().run([np.zeros((c.image_size, c.image_size, c.channels), np.uint8)] * n,
+                                 self.color_order)
 
     def close(self) -> None:
-        self.backend.close()
+        """Release the backend (device memory, sessions, engines); a second close does nothing."""
+        if not self.closed:
+            self.closed = True
+            self.backend.close()
 
     def __enter__(self) -> "Detector":
         return self
@@ -137,32 +181,48 @@ class Detector:
         frame = check_frame(frame, item.name)
         return frame, order, _display_image(frame, order)
 
-    def infer_batch(self, frames: Sequence[np.ndarray],
-                    color_order: Union[None, str, Sequence[str]] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Validated uint8 frames (H, W, C) of any sizes -> (maps (B, S, S) at model size, scores (B,)).
+    def infer_batch(self, frames: Sequence[np.ndarray], color_order: Union[None, str, Sequence[str]] = None,
+                    frame_size: bool = False) -> Tuple[Union[np.ndarray, List[np.ndarray]], np.ndarray]:
+        """Validated uint8 frames (H, W, C) of any sizes -> (maps, scores float32 (B,)).
 
+        maps: float32 (B, S, S) at model size (evaluation compares them with masks there), or with
+        `frame_size` a list of (H, W) maps, each at its frame's own size as in Result.anomaly_map
+        (the convention of every threshold: calibrate and training's thresholds use this).
         The one way from the Detector into its backend (Backend.run), public so that evaluation,
         calibration, the stream and training's thresholds all score exactly as predict() does.
-        `color_order`: one for all frames, or one per frame."""
+        `color_order`: one for all frames, or one per frame (files decode as "RGB")."""
+        backend = self._open_backend()
         if color_order is None or isinstance(color_order, str):
             orders = [color_order or self.color_order] * len(frames)
         else:
             orders = list(color_order)
+            if len(orders) != len(frames):
+                raise ConfigError(f"color_order: {len(orders)} orders for {len(frames)} frames")
+        bad = sorted(set(orders) - set(COLOR_ORDERS))
+        if bad:
+            raise ConfigError(f"color_order={bad[0]!r} must be one of {COLOR_ORDERS}")
         maps, scores = [], []
         for start in range(0, len(frames), self.batch_size):
-            m, s = self.backend.run(list(frames[start:start + self.batch_size]), orders[start:start + self.batch_size])
+            m, s = backend.run(list(frames[start:start + self.batch_size]), orders[start:start + self.batch_size])
             maps.append(m)
             scores.append(s)
         c = self.config
         if not maps:
-            return np.empty((0, c.image_size, c.image_size), np.float32), np.empty(0, np.float32)
-        return np.concatenate(maps), np.concatenate(scores)
+            empty = np.empty((0, c.image_size, c.image_size), np.float32)
+            return ([] if frame_size else empty), np.empty(0, np.float32)
+        maps, scores = np.concatenate(maps), np.concatenate(scores)
+        if frame_size:
+            return [map_at_frame_size(m, f.shape) for m, f in zip(maps, frames)], scores
+        return maps, scores
+
+    def _open_backend(self):
+        if self.closed:
+            raise ConfigError(f"{self!r} is closed; open the model again")
+        return self.backend
 
     def _finish(self, item: Item, amap: np.ndarray, score: float, image: np.ndarray) -> Result:
         """Map back to the frame's size, then the thresholds."""
-        h, w = image.shape[:2]
-        amap = np.ascontiguousarray(amap, np.float32)
-        amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR) if amap.shape != (h, w) else amap.copy()
+        amap = map_at_frame_size(amap, image.shape)
         t = self.thresholds
         return Result(
             source=item.name,
@@ -198,16 +258,13 @@ class Detector:
             if ready:
                 frames, orders = [r[1] for r in ready], [r[2] for r in ready]
                 t0 = time.perf_counter()
-                maps, scores = self.backend.run(frames, orders)  # pre-processing included
-                batch_pre_s = 0.0
-                # Batch stages are shared out equally: per-image figures of the batch's time.
+                maps, scores = self.infer_batch(frames, orders)  # one backend call: the chunk is one batch
+                # The batch's time is shared out equally: per-image figures.
                 infer_s = (time.perf_counter() - t0) / len(ready)
-                batch_pre_s /= len(ready)
                 for (i, _, _, image, own_s), amap, score in zip(ready, maps, scores):
-                    pre_s = own_s + batch_pre_s
                     t0 = time.perf_counter()
                     result = self._finish(chunk[i], amap, float(score), image)
-                    result.speed = {"preprocess": pre_s * 1e3, "inference": infer_s * 1e3,
+                    result.speed = {"preprocess": own_s * 1e3, "inference": infer_s * 1e3,
                                     "postprocess": (time.perf_counter() - t0) * 1e3}
                     slots[i] = result
             yield from slots

@@ -1,26 +1,26 @@
-"""Evaluation on an MVTec-layout test set: metrics JSON, ROC plot, heat-map overlays.
+"""Evaluation on an MVTec-layout test set: metrics JSON, per-image scores, ROC plot, heat-map overlays.
 
-Maps are compared with the ground truth at the model's resolution (masks resized with
-nearest neighbour), as the field reports. The model sees exactly the pre-processing of
-the deployed Detector (dad_edge/data/preprocess.py), so scores here are the scores in production.
-The test set is only ever read here: training never selects on it.
+Every test image goes through a Detector (Detector.infer_batch: the backend's own run, the
+deployed pre-processing), so the scores here are the scores `Detector(...)` gives, by
+construction. Maps are compared with the ground truth at the model's resolution (masks
+resized with nearest neighbour), as the field reports. The test set is only ever read here:
+training never selects on it.
 """
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from dad_edge.data.mvtec import MVTecCategory, Sample, load_masks
 from dad_edge.data.imageio import read_image
+from dad_edge.data.mvtec import MVTecCategory, Sample, load_masks
+from dad_edge.data.preprocess import check_frame, resize_bilinear
+from dad_edge.runtime.detector import Detector
 from dad_edge.training.metrics import compute_metrics, roc_curve
-from dad_edge.data.preprocess import resize_bilinear
-
-# frames (list of uint8 RGB/gray images, any size) -> maps (B, S, S), scores (B,)
-InferFn = Callable[[List[np.ndarray]], Tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -39,36 +39,18 @@ class Predictions:
         return [s.defect_type for s in self.samples]
 
 
-def backend_infer_fn(model_path, backend: Optional[str] = None, device: Optional[str] = None) -> Tuple[InferFn, int]:
-    """An InferFn for any artifact (checkpoint, ONNX, engine) through the Detector's own
-    backend and pre-processing, and the model's image size: evaluation scores are the
-    scores the deployed Detector gives."""
-    from dad_edge.runtime import ops
-    from dad_edge.runtime.backends import load_backend
-    from dad_edge.artifacts.metadata import model_config
-
-    be = load_backend(Path(model_path), backend, device=device)
-    cfg = model_config(be.meta)
-    step = be.max_batch or 10 ** 9
-
-    def infer(frames: List[np.ndarray]):
-        x = ops.preprocess(frames, cfg.image_size, cfg.channels, "RGB", normalize=False)  # as the Detector
-        outs = [be.infer(x[i:i + step]) for i in range(0, len(x), step)]
-        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
-
-    return infer, cfg.image_size
-
-
-def predict_test_set(infer: InferFn, image_size: int, samples: Sequence[Sample], batch_size: int = 16,
-                     progress: bool = False) -> Predictions:
+def predict_test_set(detector: Detector, samples: Sequence[Sample], progress: bool = False) -> Predictions:
+    """Maps (at model size) and scores of `samples`, detector.batch_size images per call."""
+    image_size = detector.config.image_size
     maps, scores = [], []
-    for i in range(0, len(samples), batch_size):
-        frames = [read_image(s.path) for s in samples[i:i + batch_size]]
-        m, sc = infer(frames)
+    step = detector.batch_size
+    for i in range(0, len(samples), step):
+        frames = [check_frame(read_image(s.path), str(s.path)) for s in samples[i:i + step]]
+        m, sc = detector.infer_batch(frames, "RGB")  # files decode as RGB
         maps.append(np.asarray(m, np.float32))
         scores.append(np.asarray(sc, np.float64))
         if progress:
-            print(f"\r  {min(i + batch_size, len(samples))}/{len(samples)} test images", end="", flush=True)
+            print(f"\r  {min(i + step, len(samples))}/{len(samples)} test images", end="", flush=True)
     if progress:
         print(flush=True)
     # Defect folders without any ground truth give image metrics only (pixel metrics None).
@@ -78,18 +60,35 @@ def predict_test_set(infer: InferFn, image_size: int, samples: Sequence[Sample],
     return Predictions(list(samples), np.concatenate(maps), np.concatenate(scores), masks)
 
 
-def evaluate(infer: InferFn, image_size: int, data_root, out_dir=None, batch_size: int = 16,
-             overlays_per_type: int = 4, progress: bool = False) -> Dict[str, object]:
-    """Metrics over the test split of `data_root`; with `out_dir`, also metrics.json,
-    roc.png and overlays/<type>/<stem>.png."""
+def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int = 4,
+             progress: bool = False) -> Dict[str, object]:
+    """Metrics of `detector` over the test split of `data_root`; with `out_dir`, also
+    metrics.json, scores.csv, roc.png and overlays/<type>/<stem>.png."""
     category = MVTecCategory(data_root)
-    preds = predict_test_set(infer, image_size, category.test_samples(), batch_size, progress)
+    preds = predict_test_set(detector, category.test_samples(), progress)
     metrics = compute_metrics(preds.labels, preds.scores, preds.masks, preds.maps, preds.defect_types)
     metrics["data"] = str(Path(data_root).resolve())
-    metrics["image_size"] = image_size
+    metrics["image_size"] = detector.config.image_size
     if out_dir is not None:
         write_report(preds, metrics, Path(out_dir), overlays_per_type)
     return metrics
+
+
+def evaluate_model(model_path, data_root, out_dir=None, backend: Optional[str] = None, device: Optional[str] = None,
+                   batch_size: int = 16, overlays_per_type: int = 4, progress: bool = False) -> Dict[str, object]:
+    """evaluate() on a model file (checkpoint, ONNX, engine) through its own Detector, closed at the end:
+    what `dad-edge eval` runs."""
+    with Detector(model_path, backend=backend, device=device, batch_size=batch_size) as det:
+        return evaluate(det, data_root, out_dir, overlays_per_type, progress)
+
+
+def write_scores(path: Path, preds: Predictions) -> None:
+    """One row per test image: path, defect type, label, score (repr: read back bit for bit)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "defect_type", "label", "score"])
+        for s, score in zip(preds.samples, preds.scores):
+            w.writerow([str(s.path), s.defect_type, s.label, repr(float(score))])
 
 
 def write_report(preds: Predictions, metrics: Dict[str, object], out: Path, overlays_per_type: int) -> None:
@@ -97,6 +96,7 @@ def write_report(preds: Predictions, metrics: Dict[str, object], out: Path, over
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_scores(out / "scores.csv", preds)
     curves = {}
     if metrics.get("image_auroc") is not None:
         fpr, tpr, _ = roc_curve(preds.labels, preds.scores)

@@ -1,16 +1,23 @@
 """Decision thresholds from scores: F1-max with anomalies at hand, else a quantile of good.
 
+One convention for every threshold (training's and `dad-edge calibrate`'s): scores and maps
+as the Detector gives them, through Detector.infer_batch, with each map at its frame's own
+size (infer_batch(frame_size=True)): the maps the pixel threshold is applied to in a Result.
 Scores are also reported normalised so that the threshold maps to 0.5 (see normalize_score).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from dad_edge.artifacts.metadata import SCORE_NORMALIZATION, Thresholds, normalize_score  # noqa: F401 (re-exported)
+from dad_edge.data.preprocess import check_frame
+from dad_edge.errors import DataError
 from dad_edge.training.metrics import f1_max
 
+if TYPE_CHECKING:
+    from dad_edge.runtime.detector import Detector
 
 
 def _check_quantile(quantile: float) -> None:
@@ -57,3 +64,19 @@ def f1_thresholds(labels: np.ndarray, scores: np.ndarray, maps: Sequence[np.ndar
         pixel_t = float(np.quantile([np.max(m) for m, bad in zip(maps, labels) if not bad], quantile))
         source += f"; pixel: q={quantile} of good map maxima (no pixel ground truth)"
     return Thresholds(image=float(image_t), pixel=float(pixel_t), source=source)
+
+
+def detector_thresholds(detector: "Detector", frames: Sequence[np.ndarray], quantile: float = 0.99,
+                        color_order: str = "RGB", source: str = "quantile of held-out good images") -> Thresholds:
+    """Quantile thresholds (quantile_thresholds) from good frames, scored by `detector` exactly as
+    it scores in deployment: Detector.infer_batch, maps at each frame's own size.
+
+    frames: uint8 (H, W), (H, W, 1) or (H, W, 3) images of any sizes, in `color_order` ("RGB":
+    as read_image and the data loaders give them). For a model in training, pass
+    Detector.from_module(model, meta, color_order=...) as `detector`."""
+    _check_quantile(quantile)
+    frames = [check_frame(f, f"threshold frame {i}") for i, f in enumerate(frames)]
+    if not frames:
+        raise DataError("thresholds need at least one good frame; got none")
+    maps, scores = detector.infer_batch(frames, color_order, frame_size=True)
+    return quantile_thresholds(scores, maps, quantile, source=source)

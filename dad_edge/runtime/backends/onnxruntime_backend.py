@@ -67,5 +67,11 @@ class OnnxRuntimeBackend(Backend):
         raise BackendError(f"device={device!r} must be 'cpu', 'cuda' or 'cuda:N'")
 
     def infer(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if self.session is None:
+            raise BackendError("this ONNX Runtime backend is closed (its Detector was closed); open the model again")
         maps, scores = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(x, np.float32)})
         return maps[:, 0], scores
+
+    def close(self) -> None:
+        """Release the session (its memory on the device) now rather than at garbage collection."""
+        self.session = None

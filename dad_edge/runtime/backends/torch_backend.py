@@ -11,11 +11,14 @@ reference: the same numbers, for tests); False always runs the plain graph. `fus
 forces one form on every fused stage ("triton", "c", "reference"). Both paths compute the
 same function; the fused backend overrides Backend.run to pre-process the uint8 frames on
 its device (resize, colour, normalisation and noise in one kernel).
+
+TorchBackend.from_module wraps a DiffusionAD already in memory (training's threshold step:
+Detector.from_module), sharing it rather than loading a file.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,10 +35,57 @@ class TorchBackend(Backend):
         import torch
 
         from dad_edge.artifacts.checkpoint import load_model
-        from dad_edge.model.deploy_graph import DeployGraph
-        from dad_edge.runtime.fused import FusedPipeline, fused_available
 
         self._torch = torch
+        dev = self._device(device, half, cuda_graphs)
+        model, meta = load_model(path, device=str(dev))
+        self._grad_off = torch.inference_mode  # the model is this backend's own
+        self._restore_training = False
+        self._setup(model, meta, dev, half, fused, fused_impl, cuda_graphs)
+
+    @classmethod
+    def from_module(cls, model, meta: Optional[Dict[str, Any]] = None, device: Optional[str] = None) -> "TorchBackend":
+        """A backend over an in-memory DiffusionAD (a model being trained), without writing a file.
+
+        The module is shared, not copied: it runs where it is (`device`, when given, must be
+        that device: nothing is moved), in float32 through the plain graph (the one export
+        traces), under torch.no_grad (not inference_mode, so that the module's tensors stay
+        usable for training). It is put in eval mode while the backend is open and back in
+        training mode by close() if it was training. `meta`: the model's metadata
+        (artifacts.metadata.build_metadata; its thresholds become the Detector's), default
+        build_metadata(model.cfg); its model config must be the module's."""
+        import torch
+
+        from dad_edge.artifacts import metadata as md
+
+        self = cls.__new__(cls)
+        self._torch = torch
+        try:
+            params = next(model.parameters())
+            cfg = model.cfg
+        except (AttributeError, StopIteration, TypeError):
+            raise BackendError(f"from_module needs a DiffusionAD module, got {type(model).__name__}") from None
+        here = params.device
+        if device is not None:
+            asked = self._device(device, False, False)
+            if asked.type != here.type or (None not in (asked.index, here.index) and asked.index != here.index):
+                raise BackendError(f"device={device!r} but the module is on {here}; the module is used in "
+                                   "place and never moved: pass device=None or move the module first")
+        if meta is None:
+            meta = md.build_metadata(cfg)
+        else:
+            meta = md.validate_metadata(meta, "from_module metadata")
+            if md.model_config(meta) != cfg:
+                raise BackendError("from_module: the metadata's model config differs from the module's "
+                                   f"({md.model_config(meta)} vs {cfg}); build it with build_metadata(model.cfg)")
+        self._grad_off = torch.no_grad
+        self._restore_training = model.training
+        self._setup(model, meta, here, False, False, None, False)
+        return self
+
+    def _device(self, device: Optional[str], half: bool, cuda_graphs: bool):
+        """The torch device asked for (default: CUDA where torch sees it), checked: never a silent change."""
+        torch = self._torch
         try:
             dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         except (RuntimeError, ValueError):
@@ -48,7 +98,16 @@ class TorchBackend(Backend):
         if cuda_graphs and dev.type != "cuda":
             raise BackendError(f"cuda_graphs=True needs a CUDA device (device={str(dev)!r}); CUDA graphs "
                                "replay the GPU work of one call without Python's launch overhead")
-        model, self.meta = load_model(path, device=str(dev))
+        return dev
+
+    def _setup(self, model, meta, dev, half: bool, fused: Optional[bool], fused_impl: Optional[str],
+               cuda_graphs: bool) -> None:
+        from dad_edge.model.deploy_graph import DeployGraph
+        from dad_edge.runtime.fused import FusedPipeline, fused_available
+
+        torch = self._torch
+        self.meta = meta
+        self.module = model
         self.dtype = torch.float16 if half else torch.float32
         if fused is None:
             fused = fused_available(dev)
@@ -65,14 +124,26 @@ class TorchBackend(Backend):
         if cuda_graphs:
             self._network = GraphedCall(self._network)
 
+    def close(self) -> None:
+        """Drop the graphs and the model; a module from from_module goes back to training mode if it was in it."""
+        module = getattr(self, "module", None)
+        if module is not None and self._restore_training:
+            module.train()
+        self.module = self.graph = self.fused = self._network = None
+
     @property
     def graphed(self) -> Optional[GraphedCall]:
         """The CUDA graphs of the network (cuda_graphs=True), else None."""
         return self._network if isinstance(self._network, GraphedCall) else None
 
+    def _check_open(self) -> None:
+        if self._network is None:
+            raise BackendError("this torch backend is closed (its Detector was closed); open the model again")
+
     def infer(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         torch = self._torch
-        with torch.inference_mode():
+        self._check_open()
+        with self._grad_off():
             if self.fused is not None:
                 prepared = self.fused.prepare_pixels(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
                 maps, scores, _ = self._network(*prepared)
@@ -84,11 +155,12 @@ class TorchBackend(Backend):
     def run(self, frames: Sequence[np.ndarray], color_order) -> Tuple[np.ndarray, np.ndarray]:
         """As Backend.run; the fused path pre-processes on its device instead of on the host
         (one call of its stages per colour order in the batch)."""
+        self._check_open()
         if self.fused is None:
             return super().run(frames, color_order)
         frames = list(frames)
         maps, scores = [None] * len(frames), np.empty(len(frames), np.float32)
-        with self._torch.inference_mode():
+        with self._grad_off():
             for order, idx in by_order(color_order, len(frames)):
                 m, s, _ = self._network(*self.fused.prepare_frames([frames[i] for i in idx], order))
                 m, s = m[:, 0].cpu().numpy(), s.cpu().numpy()
