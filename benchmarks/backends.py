@@ -3,27 +3,22 @@
     torch-cpu-fp32                        torch backend on the CPU (plain graph)
     torch-cpu-fp32-fused                  + the fused stages in their CPU forms (C extension)
     torch-cuda-fp32, torch-cuda-fp16      torch backend on the GPU, without and with half=True
-    torch-cuda-fp16-fused                 + the fused kernels (a Detector option, when it exists)
-    torch-cuda-fp16-fused-graphs          + CUDA graphs (a Detector option, when it exists)
+    torch-cuda-fp16-fused                 + the fused kernels (Detector(fused=True))
+    torch-cuda-fp16-fused-graphs          + CUDA graphs (Detector(cuda_graphs=True))
     ort-cpu-fp32, ort-cuda-fp32           ONNX Runtime, CPU and CUDA execution providers
     trt-fp16, trt-int8                    TensorRT engines built here from the ONNX file
 
-Nothing is installed or moved: a target whose runtime, provider, GPU or option is missing
-is kept in the list with `skip` set to why, and the tests skip it with that reason.
-The fused-kernel and CUDA-graph options are found by name in Detector's signature
-(FUSED_OPTIONS, GRAPH_OPTIONS), so this file needs no change when they land or are
-renamed. Where the fused option exists, the targets without "fused" in their name pass it
-as False: its default (None) picks the fused path by itself on a GPU with Triton.
+Nothing is installed or moved: a target whose runtime, provider or GPU is missing is kept in
+the list with `skip` set to why, and the tests skip it with that reason. The torch targets
+without "fused" in their name pass fused=False: the default (None) picks the fused path by
+itself on a GPU with Triton. The backends check their own options (fused and cuda_graphs
+are torch-only, cuda_graphs needs CUDA).
 """
 from __future__ import annotations
 
 import importlib.util
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
-
-FUSED_OPTIONS = ("fused", "fused_kernels", "kernels", "use_kernels")
-GRAPH_OPTIONS = ("cuda_graphs", "cuda_graph", "graphs", "use_cuda_graphs")
 
 
 @dataclass(frozen=True)
@@ -38,7 +33,7 @@ class Target:
 
     @property
     def fused(self) -> bool:
-        return any(self.options.get(k) for k in FUSED_OPTIONS)
+        return bool(self.options.get("fused"))
 
     def detector_kwargs(self) -> Dict[str, Any]:
         kw: Dict[str, Any] = {"backend": self.runtime, **self.options}
@@ -78,40 +73,24 @@ def _tensorrt() -> Optional[str]:
     return None
 
 
-def _detector_option(names) -> Optional[str]:
-    from dad_edge import Detector
-
-    params = inspect.signature(Detector.__init__).parameters
-    return next((n for n in names if n in params), None)
-
-
 def discover() -> List[Target]:
     """Every target, in table order, with `skip` set where this machine lacks it."""
     cuda = _torch_cuda()
-    fused = _detector_option(FUSED_OPTIONS)
-    graphs = _detector_option(GRAPH_OPTIONS)
-    no_fused = f"Detector has no fused-kernel option (looked for {', '.join(FUSED_OPTIONS)})"
-    no_graphs = (f"Detector has no CUDA-graph option (looked for {', '.join(GRAPH_OPTIONS)}); "
-                 "benchmarks/gpu_pipeline.py times CUDA graphs of the torch pipeline, inputs on the GPU")
     providers = _ort_providers()
     no_ort = "onnxruntime is not installed" if not providers else None
     no_ort_cuda = no_ort or (None if "CUDAExecutionProvider" in providers else
                              f"onnxruntime has no CUDAExecutionProvider (it has {providers}; "
                              "pip install onnxruntime-gpu)")
     trt = _tensorrt()
-    plain = {fused: False} if fused else {}
-    fused_opts = {fused: True} if fused else {}
-    graph_opts = {**fused_opts, graphs: True} if fused and graphs else {}
+    plain, fused_opts = {"fused": False}, {"fused": True}
+    graph_opts = {**fused_opts, "cuda_graphs": True}
     return [
         Target("torch-cpu-fp32", "torch", "cpu", "fp32", "checkpoint", plain),
-        Target("torch-cpu-fp32-fused", "torch", "cpu", "fp32", "checkpoint", fused_opts,
-               skip=None if fused else no_fused),
+        Target("torch-cpu-fp32-fused", "torch", "cpu", "fp32", "checkpoint", fused_opts),
         Target("torch-cuda-fp32", "torch", "cuda", "fp32", "checkpoint", plain, skip=cuda),
         Target("torch-cuda-fp16", "torch", "cuda", "fp16", "checkpoint", plain, skip=cuda),
-        Target("torch-cuda-fp16-fused", "torch", "cuda", "fp16", "checkpoint", fused_opts,
-               skip=cuda or (None if fused else no_fused)),
-        Target("torch-cuda-fp16-fused-graphs", "torch", "cuda", "fp16", "checkpoint", graph_opts,
-               skip=cuda or (None if fused else no_fused) or (None if graphs else no_graphs)),
+        Target("torch-cuda-fp16-fused", "torch", "cuda", "fp16", "checkpoint", fused_opts, skip=cuda),
+        Target("torch-cuda-fp16-fused-graphs", "torch", "cuda", "fp16", "checkpoint", graph_opts, skip=cuda),
         Target("ort-cpu-fp32", "onnxruntime", "cpu", "fp32", "onnx", skip=no_ort),
         Target("ort-cuda-fp32", "onnxruntime", "cuda", "fp32", "onnx", skip=no_ort_cuda),
         Target("trt-fp16", "tensorrt", "cuda", "fp16", "engine", skip=trt),
