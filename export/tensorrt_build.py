@@ -159,27 +159,28 @@ def _parse(trt, builder, logger, onnx_path: Path):
     return network, parser
 
 
-def build_engine(onnx_path, out, options: EngineOptions = EngineOptions()) -> Dict[str, Any]:
-    """Build `out` (.plan / .engine) from a dad_edge ONNX file on this device; return its metadata."""
-    from dad_edge.runtime.backends.cuda_runtime import Cuda
-    from dad_edge.runtime.backends.tensorrt_backend import import_tensorrt
-
+def _onnx_metadata(onnx_path: Path) -> Dict[str, Any]:
+    """The metadata of a dad_edge ONNX file: the only source an engine is built from."""
     from .metadata_io import read_metadata
 
-    options.validate()
-    onnx_path = Path(onnx_path)
     onnx_meta = read_metadata(onnx_path)
     if onnx_meta["kind"] != "onnx":
         raise ConfigError(f"{onnx_path}: an engine is built from an ONNX file, not a {onnx_meta['kind']}")
-    cfg = md.model_config(onnx_meta)
-    batches = (CalibrationBatches(options.calib, options.opt_batch, cfg.image_size, cfg.channels,
-                                  options.calib_max_images) if options.int8 else None)
-    trt = import_tensorrt()
-    cuda = Cuda(0)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network, _parser = _parse(trt, builder, logger, onnx_path)  # the parser must outlive the network's use
+    return onnx_meta
 
+
+def _set_precision(trt, config, options: EngineOptions) -> None:
+    if options.half or options.int8:
+        config.set_flag(trt.BuilderFlag.FP16)
+    else:
+        # TensorRT runs "fp32" convolutions in TF32 on Ampere and later by default (10-bit
+        # mantissa); a fp32 engine is meant to match ONNX Runtime to 1e-4.
+        config.clear_flag(trt.BuilderFlag.TF32)
+
+
+def _builder_config(trt, builder, options: EngineOptions, cfg, batches: Optional[CalibrationBatches], cuda):
+    """-> (IBuilderConfig, the INT8 calibrator or None): workspace, the batch profile, precision,
+    INT8 calibration, DLA and the timing cache, as `options` say."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * (1 << 30)))
     profile = builder.create_optimization_profile()
@@ -187,12 +188,7 @@ def build_engine(onnx_path, out, options: EngineOptions = EngineOptions()) -> Di
     profile.set_shape(INPUT_NAME, (options.min_batch, *sample), (options.opt_batch, *sample),
                       (options.max_batch, *sample))
     config.add_optimization_profile(profile)
-    if options.half or options.int8:
-        config.set_flag(trt.BuilderFlag.FP16)
-    else:
-        # TensorRT runs "fp32" convolutions in TF32 on Ampere and later by default (10-bit
-        # mantissa); a fp32 engine is meant to match ONNX Runtime to 1e-4.
-        config.clear_flag(trt.BuilderFlag.TF32)
+    _set_precision(trt, config, options)
     calibrator = None
     if options.int8:
         config.set_flag(trt.BuilderFlag.INT8)
@@ -206,7 +202,11 @@ def build_engine(onnx_path, out, options: EngineOptions = EngineOptions()) -> Di
     if options.timing_cache is not None:
         previous = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
         config.set_timing_cache(config.create_timing_cache(previous), False)
+    return config, calibrator
 
+
+def _serialize(trt, builder, network, config, calibrator, options: EngineOptions, onnx_path: Path) -> bytes:
+    """Build the serialized engine (the calibrator's device memory freed either way); save the timing cache."""
     try:
         plan = builder.build_serialized_network(network, config)
     finally:
@@ -216,7 +216,12 @@ def build_engine(onnx_path, out, options: EngineOptions = EngineOptions()) -> Di
         raise BackendError(f"TensorRT {trt.__version__} failed to build an engine from {onnx_path} (see its log above)")
     if options.timing_cache is not None:
         write_bytes_atomic(options.timing_cache, bytes(config.get_timing_cache().serialize()))
+    return bytes(plan)
 
+
+def _engine_metadata(onnx_meta: Dict[str, Any], onnx_path: Path, options: EngineOptions, trt, cuda,
+                     batches: Optional[CalibrationBatches]) -> Dict[str, Any]:
+    """The ONNX file's metadata plus what the engine was built with and on (checked at load)."""
     export = {**onnx_meta["export"], "precision": options.precision}
     tensorrt = {
         "version": trt.__version__,
@@ -229,6 +234,27 @@ def build_engine(onnx_path, out, options: EngineOptions = EngineOptions()) -> Di
         "dla_core": options.dla_core,
         "calibration_images": None if batches is None else batches.used,
     }
-    meta = md.derive_metadata(onnx_meta, "tensorrt", export=export, tensorrt=tensorrt)
-    write_engine_file(out, bytes(plan), meta)
+    return md.derive_metadata(onnx_meta, "tensorrt", export=export, tensorrt=tensorrt)
+
+
+def build_engine(onnx_path, out, options: EngineOptions = EngineOptions()) -> Dict[str, Any]:
+    """Build `out` (.plan / .engine) from a dad_edge ONNX file on this device; return its metadata."""
+    from dad_edge.runtime.backends.cuda_runtime import Cuda
+    from dad_edge.runtime.backends.tensorrt_backend import import_tensorrt
+
+    options.validate()
+    onnx_path = Path(onnx_path)
+    onnx_meta = _onnx_metadata(onnx_path)
+    cfg = md.model_config(onnx_meta)
+    batches = (CalibrationBatches(options.calib, options.opt_batch, cfg.image_size, cfg.channels,
+                                  options.calib_max_images) if options.int8 else None)
+    trt = import_tensorrt()
+    cuda = Cuda(0)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = _parse(trt, builder, logger, onnx_path)  # the parser must outlive the network's use
+    config, calibrator = _builder_config(trt, builder, options, cfg, batches, cuda)
+    plan = _serialize(trt, builder, network, config, calibrator, options, onnx_path)
+    meta = _engine_metadata(onnx_meta, onnx_path, options, trt, cuda, batches)
+    write_engine_file(out, plan, meta)
     return meta
