@@ -103,6 +103,16 @@ class DistillTerms(NamedTuple):
     seg_distill: torch.Tensor  # 0 unless segmentation == "distill"
 
 
+class EvalInputs(NamedTuple):
+    """A batch's eval timesteps and noises: the student's, and the teacher's (the same at the same size)."""
+    t_small: torch.Tensor  # (B,) long, cfg.t_small
+    t_large: torch.Tensor  # (B,) long, cfg.t_large
+    noise_small: torch.Tensor  # (B, C, S, S)
+    noise_large: torch.Tensor
+    teacher_noise_small: torch.Tensor  # at the teacher's size
+    teacher_noise_large: torch.Tensor
+
+
 def config_hash(cfg: ModelConfig) -> str:
     """A short stable id of a model config (sha256 of its sorted JSON)."""
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -179,55 +189,77 @@ class Distiller(Trainer):
         s = self.tcfg.image_size
         return torch.randn((student_noise.shape[0], self.tcfg.channels, s, s), generator=gen).to(self.device)
 
-    def _loss(self, x, mask, normal, gen: torch.Generator) -> DistillTerms:
-        x, mask = x.to(self.device), mask.to(self.device)
-        b, cfg, size = x.shape[0], self.cfg, self.cfg.image_size
-        t_s_eval = torch.full((b,), cfg.t_small, dtype=torch.long, device=self.device)
-        t_l_eval = torch.full((b,), cfg.t_large, dtype=torch.long, device=self.device)
+    def _student_autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+
+    def _teacher_autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.teacher_amp)
+
+    def _eval_inputs(self, b: int, gen: torch.Generator) -> EvalInputs:
+        """The eval timesteps and noises of a batch of `b` (fixed noise for FIXED_NOISE_FRACTION)."""
+        t_s = torch.full((b,), self.cfg.t_small, dtype=torch.long, device=self.device)
+        t_l = torch.full((b,), self.cfg.t_large, dtype=torch.long, device=self.device)
         use_fixed = torch.rand(b, generator=gen) < FIXED_NOISE_FRACTION
         n_s, n_l = self._eval_noise(b, self.model.noise, use_fixed, gen)
         if self.same_size:
             tn_s, tn_l = n_s, n_l
         else:
             tn_s, tn_l = self._eval_noise(b, self.teacher.noise, use_fixed, gen)
-        xt = resize(x, self.tcfg.image_size)
-        zero = x.new_zeros(())
+        return EvalInputs(t_s, t_l, n_s, n_l, tn_s, tn_l)
 
-        if cfg.denoiser == "single_pass":
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.teacher_amp):
-                _, _, tx0 = self.teacher.denoise(xt, t_s_eval, t_l_eval, tn_s, tn_l)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                x0_raw = self.model.single_pass_x0(x, t_s_eval, n_s)
-            x0_eval, tx0_eval = x0_raw.float().clamp(-1, 1), tx0
-            l_unet = mse(x0_raw, resize(tx0, size))
-        else:
-            # Random training timesteps (first half) and the eval timesteps (second half): one batch of 4B.
-            t_s, t_l = self._timesteps(b, gen)
-            r_s = torch.randn(x.shape, generator=gen).to(self.device)
-            r_l = torch.randn(x.shape, generator=gen).to(self.device)
-            t_s2, t_l2 = torch.cat([t_s, t_s_eval]), torch.cat([t_l, t_l_eval])
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.teacher_amp):
-                te_s, te_l, tx0 = self.teacher.denoise(
-                    torch.cat([xt, xt]), t_s2, t_l2,
-                    torch.cat([self._teacher_noise(r_s, gen), tn_s]), torch.cat([self._teacher_noise(r_l, gen), tn_l]))
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                e_s, e_l, x0 = self.model.denoise(torch.cat([x, x]), t_s2, t_l2, torch.cat([r_s, n_s]),
-                                                  torch.cat([r_l, n_l]))
-            l_unet = mse(x0, resize(tx0, size))
-            if self.same_size:  # eps are only comparable for the same noise
-                l_unet = l_unet + mse(e_s, te_s) + mse(e_l, te_l)
-            x0_eval, tx0_eval = x0[b:].float(), tx0[b:]
+    def _single_pass_unet(self, x, xt, ev: EvalInputs):
+        """-> (U-Net loss, student x0 at the eval recipe, teacher x0_ng there): one student pass at t_s."""
+        with torch.no_grad(), self._teacher_autocast():
+            _, _, tx0 = self.teacher.denoise(xt, ev.t_small, ev.t_large, ev.teacher_noise_small, ev.teacher_noise_large)
+        with self._student_autocast():
+            x0_raw = self.model.single_pass_x0(x, ev.t_small, ev.noise_small)
+        return mse(x0_raw, resize(tx0, self.cfg.image_size)), x0_raw.float().clamp(-1, 1), tx0
 
-        # The segmentation net learns on the student's own reconstruction at the eval recipe.
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+    def _two_pass_unet(self, x, xt, ev: EvalInputs, gen: torch.Generator):
+        """-> (U-Net loss, student x0_ng at the eval recipe, teacher x0_ng there).
+
+        Random training timesteps (first half) and the eval timesteps (second half): one batch of 4B."""
+        b = x.shape[0]
+        t_s, t_l = self._timesteps(b, gen)
+        r_s = torch.randn(x.shape, generator=gen).to(self.device)
+        r_l = torch.randn(x.shape, generator=gen).to(self.device)
+        t_s2, t_l2 = torch.cat([t_s, ev.t_small]), torch.cat([t_l, ev.t_large])
+        with torch.no_grad(), self._teacher_autocast():
+            te_s, te_l, tx0 = self.teacher.denoise(
+                torch.cat([xt, xt]), t_s2, t_l2, torch.cat([self._teacher_noise(r_s, gen), ev.teacher_noise_small]),
+                torch.cat([self._teacher_noise(r_l, gen), ev.teacher_noise_large]))
+        with self._student_autocast():
+            e_s, e_l, x0 = self.model.denoise(torch.cat([x, x]), t_s2, t_l2, torch.cat([r_s, ev.noise_small]),
+                                              torch.cat([r_l, ev.noise_large]))
+        l_unet = mse(x0, resize(tx0, self.cfg.image_size))
+        if self.same_size:  # eps are only comparable for the same noise
+            l_unet = l_unet + mse(e_s, te_s) + mse(e_l, te_l)
+        return l_unet, x0[b:].float(), tx0[b:]
+
+    def _segmentation_losses(self, x, xt, mask, x0_eval, tx0_eval):
+        """-> (focal, smooth L1, teacher-map BCE or 0): the segmentation net on the student's own
+        (detached) reconstruction at the eval recipe."""
+        with self._student_autocast():
             logits = self.model.segnet(torch.cat([x, x0_eval.detach()], dim=1))
         l_focal = focal_loss(logits, mask)
         l_smooth = F.smooth_l1_loss(torch.sigmoid(logits.float()), mask.float())
-        l_seg_distill = zero
+        l_seg_distill = x.new_zeros(())
         if self.dopts.segmentation == "distill":
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.teacher_amp):
+            with torch.no_grad(), self._teacher_autocast():
                 t_map = torch.sigmoid(self.teacher.segnet(torch.cat([xt, tx0_eval.to(xt.dtype)], dim=1)).float())
-            l_seg_distill = F.binary_cross_entropy_with_logits(logits.float(), resize(t_map, size).clamp(0, 1))
+            target = resize(t_map, self.cfg.image_size).clamp(0, 1)
+            l_seg_distill = F.binary_cross_entropy_with_logits(logits.float(), target)
+        return l_focal, l_smooth, l_seg_distill
+
+    def _loss(self, x, mask, normal, gen: torch.Generator) -> DistillTerms:
+        x, mask = x.to(self.device), mask.to(self.device)
+        ev = self._eval_inputs(x.shape[0], gen)
+        xt = resize(x, self.tcfg.image_size)
+        if self.cfg.denoiser == "single_pass":
+            l_unet, x0_eval, tx0_eval = self._single_pass_unet(x, xt, ev)
+        else:
+            l_unet, x0_eval, tx0_eval = self._two_pass_unet(x, xt, ev, gen)
+        l_focal, l_smooth, l_seg_distill = self._segmentation_losses(x, xt, mask, x0_eval, tx0_eval)
         total = l_unet + FOCAL_WEIGHT * l_focal + l_smooth + l_seg_distill
         return DistillTerms(total, l_unet, l_focal, l_smooth, l_seg_distill)
 
