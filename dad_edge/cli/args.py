@@ -44,9 +44,18 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--out", required=True, help="run folder: model.safetensors, train_state.safetensors")
     p.add_argument("--epochs", type=positive_int, help="stop after this many epochs")
     p.add_argument("--minutes", type=float, help=f"stop after this much {what} time")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--lr-unet", type=float, default=1e-4)
-    p.add_argument("--lr-seg", type=float, default=1e-5)
+    p.add_argument("--batch-size", type=positive_int, help="default: the recipe's (16)")
+    p.add_argument("--lr-unet", type=float, help="U-Net learning rate (default: the recipe's for the preset "
+                   "and device, see training/recipe.py)")
+    p.add_argument("--lr-seg", type=float, help="segmentation-net learning rate (default: the recipe's)")
+    p.add_argument("--lr-schedule", choices=("cosine", "constant"),
+                   help="after a short warm-up: cosine decay to 0 over the budget (default) or constant")
+    p.add_argument("--warmup", type=float, dest="warmup_fraction", metavar="FRACTION",
+                   help="linear warm-up over this fraction of the budget (default 0.02)")
+    p.add_argument("--ema", type=float, dest="ema_decay", metavar="DECAY",
+                   help="validate and save an exponential moving average of the weights (0: off)")
+    p.add_argument("--snapshot-minutes", type=float, metavar="M",
+                   help="also write --out/snapshots/model_<M>min.safetensors every M training minutes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1, help="good images held out for selection")
     p.add_argument("--select", choices=("val", "last"), default="val",
@@ -68,7 +77,9 @@ def training_kwargs(args) -> dict:
     """The options add_training_arguments() parsed, as TrainOptions / DistillOptions fields."""
     return dict(
         data=args.data, out=args.out, epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size,
-        lr_unet=args.lr_unet, lr_seg=args.lr_seg, seed=args.seed, val_fraction=args.val_fraction,
+        lr_unet=args.lr_unet, lr_seg=args.lr_seg, lr_schedule=args.lr_schedule,
+        warmup_fraction=args.warmup_fraction, ema_decay=args.ema_decay, snapshot_minutes=args.snapshot_minutes,
+        seed=args.seed, val_fraction=args.val_fraction,
         select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
         foreground=args.foreground, anomaly_prob=args.anomaly_prob, threshold_quantile=args.threshold_quantile,
         resume=args.resume, progress=not args.quiet, workers=args.workers)

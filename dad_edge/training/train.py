@@ -15,8 +15,8 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -25,76 +25,20 @@ import torch
 
 from dad_edge.artifacts import checkpoint as ckpt
 from dad_edge.training.thresholds import quantile_thresholds
-from dad_edge.model.config import ModelConfig, preset
+from dad_edge.model.config import ModelConfig
 from dad_edge.data.mvtec import MVTecCategory, detect_channels, load_images
 from dad_edge.errors import CheckpointError, ConfigError, DataError, TrainingError
 from dad_edge.model.losses import diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.diffusion_ad import DiffusionAD
-from dad_edge.data.preprocess import OFFSET, SCALE
 from dad_edge.data.synthetic import AnomalySynthesizer
+from dad_edge.training.batches import SyntheticBatches, to_model_range
+from dad_edge.training.ema import WeightAverage
+from dad_edge.training.options import TrainOptions
+from dad_edge.training.recipe import lr_factor
 
 # Training timestep ranges of the paper: t_s ~ U[0, 300), t_l ~ U[300, T).
 T_SMALL_RANGE = (0, 300)
-
-
-@dataclass
-class TrainOptions:
-    data: str
-    out: str
-    preset: str = "compact"
-    image_size: Optional[int] = None  # None: the preset's
-    channels: Optional[int] = None  # None: detected from the data (1 if all gray)
-    epochs: Optional[int] = None  # at least one of epochs / minutes must be set
-    minutes: Optional[float] = None
-    batch_size: int = 16
-    lr_unet: float = 1e-4
-    lr_seg: float = 1e-5
-    seed: int = 0
-    val_fraction: float = 0.1
-    select: str = "val"  # "val": lowest validation loss; "last": the last epoch
-    device: str = "auto"
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    texture_dir: Optional[str] = None
-    foreground: Optional[str] = None
-    anomaly_prob: float = 0.5
-    threshold_quantile: float = 0.99
-    resume: bool = False
-    progress: bool = True
-    workers: Optional[int] = None  # threads making synthetic anomalies; None: 0 on CPU, up to 8 on CUDA
-    model_overrides: Dict[str, Any] = field(default_factory=dict)  # other top-level ModelConfig fields
-
-    def validate(self) -> "TrainOptions":
-        if self.epochs is None and self.minutes is None:
-            raise ConfigError("set --epochs or --minutes (or both) to say when training stops")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"epochs={self.epochs} must be >= 1")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ConfigError(f"minutes={self.minutes} must be > 0")
-        if self.batch_size < 2:
-            raise ConfigError(f"batch_size={self.batch_size} must be >= 2 (the segmentation net has BatchNorm)")
-        if self.lr_unet <= 0 or self.lr_seg <= 0:
-            raise ConfigError(f"learning rates must be > 0 (lr_unet={self.lr_unet}, lr_seg={self.lr_seg})")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"val_fraction={self.val_fraction} must be in (0, 1): selection needs held-out data")
-        if self.select not in ("val", "last"):
-            raise ConfigError(f"select={self.select!r} must be 'val' or 'last'")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device={self.device!r} asked for but torch sees no CUDA device")
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError(f"workers={self.workers} must be >= 0 (0: make batches in the training thread)")
-        if not 0.5 <= self.threshold_quantile < 1:
-            raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in [0.5, 1)")
-        return self
-
-    def model_config(self, channels: int) -> ModelConfig:
-        changes = dict(self.model_overrides)
-        changes["channels"] = channels
-        if self.image_size is not None:
-            changes["image_size"] = self.image_size
-        return preset(self.preset, **changes)
 
 
 def resolve_workers(workers: Optional[int], device: torch.device) -> int:
@@ -111,61 +55,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def to_model_range(images: np.ndarray) -> torch.Tensor:
-    """(B, S, S, C) uint8 -> (B, C, S, S) float32 in [-1, 1], as preprocess() does."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() * SCALE + OFFSET
-
-
-class SyntheticBatches:
-    """Deterministic batches of (image in [-1, 1], mask, is_normal): a function of (seed, epoch).
-
-    Each sample's anomaly depends only on (seed, epoch, index), so with `workers` > 0 the samples
-    are made by a thread pool (OpenCV and numpy release the GIL) and the next batch is prepared
-    while the current one trains, with results identical to workers=0.
-    """
-
-    def __init__(self, images: np.ndarray, stems: List[str], synth: AnomalySynthesizer, batch_size: int,
-                 seed: int, shuffle: bool, workers: int = 0):
-        self.images, self.stems, self.synth = images, stems, synth
-        self.batch_size, self.seed, self.shuffle, self.workers = batch_size, seed, shuffle, workers
-
-    def __len__(self) -> int:
-        # Drop a last batch of one: BatchNorm cannot train on it.
-        n = len(self.images)
-        return max(1, n // self.batch_size if n % self.batch_size == 1 else math.ceil(n / self.batch_size))
-
-    def _sample(self, epoch: int, i: int):
-        rng = np.random.default_rng([self.seed, epoch, i])
-        return self.synth(self.images[i], rng, self.stems[i])
-
-    def _collate(self, samples):
-        augs, masks, anomalous = zip(*samples)
-        return (to_model_range(np.stack(augs)), torch.from_numpy(np.stack(masks))[:, None],
-                torch.tensor([not a for a in anomalous]))
-
-    def _batches(self, epoch: int):
-        n = len(self.images)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        return [[int(i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]] for b in range(len(self))]
-
-    def epoch(self, epoch: int):
-        batches = self._batches(epoch)
-        if self.workers == 0:
-            for idx in batches:
-                yield self._collate([self._sample(epoch, i) for i in idx])
-            return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="dad-edge-synth") as pool:
-            def submit(idx):
-                return [pool.submit(self._sample, epoch, i) for i in idx]
-
-            pending = submit(batches[0]) if batches else []
-            for b in range(len(batches)):
-                current = pending
-                if b + 1 < len(batches):  # one batch ahead: made while this one trains
-                    pending = submit(batches[b + 1])
-                yield self._collate([f.result() for f in current])
-
-
 class Trainer:
     def __init__(self, opts: TrainOptions):
         self.opts = opts.validate()
@@ -178,7 +67,8 @@ class Trainer:
             raise DataError(f"{Path(opts.data) / 'train' / 'good'}: holds {len(train_samples)} image; training "
                             "needs at least 2 good images (part is held out to select the model and set thresholds)")
         channels = opts.channels or detect_channels(train_samples)
-        self.cfg = opts.model_config(channels)
+        self.recipe = opts.recipe(self.device.type)
+        self.cfg = opts.model_config(channels, self.recipe.image_size)
         size = self.cfg.image_size
         self.synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
                                         anomaly_prob=opts.anomaly_prob)
@@ -187,15 +77,21 @@ class Trainer:
         self.val_images = load_images(val_samples, size, channels)
         workers = resolve_workers(opts.workers, self.device)
         self.train = SyntheticBatches(self.train_images, [s.path.stem for s in train_samples], self.synth,
-                                      opts.batch_size, opts.seed, shuffle=True, workers=workers)
+                                      self.recipe.batch_size, opts.seed, shuffle=True, workers=workers)
         # Validation sees the same synthetic anomalies every epoch (fixed seed).
         self.val = SyntheticBatches(self.val_images, [s.path.stem for s in val_samples], self.synth,
-                                    opts.batch_size, opts.seed + 1, shuffle=False, workers=workers)
+                                    self.recipe.batch_size, opts.seed + 1, shuffle=False, workers=workers)
         self.model = DiffusionAD(self.cfg).to(self.device)
+        if self.recipe.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.base_lrs = (self.recipe.lr_unet, self.recipe.lr_seg)
         self.optimizer = torch.optim.Adam([
-            {"params": self.model.unet.parameters(), "lr": opts.lr_unet},
-            {"params": self.model.segnet.parameters(), "lr": opts.lr_seg},
+            {"params": self.model.unet.parameters(), "lr": self.base_lrs[0]},
+            {"params": self.model.segnet.parameters(), "lr": self.base_lrs[1]},
         ])
+        self.ema = WeightAverage(self.model, self.recipe.ema_decay) if self.recipe.ema_decay > 0 else None
+        self.steps = 0  # optimizer steps taken, summed over resumed runs
+        self.snapshots_written = 0
         self.use_amp = opts.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
@@ -214,8 +110,12 @@ class Trainer:
         t_l = torch.randint(T_SMALL_RANGE[1], self.cfg.num_timesteps, (b,), generator=gen)
         return t_s.to(self.device), t_l.to(self.device)
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.recipe.channels_last else x
+
     def _loss(self, x, mask, normal, gen: torch.Generator):
-        x, mask, normal = x.to(self.device), mask.to(self.device), normal.to(self.device)
+        x, mask, normal = self._input(x), mask.to(self.device), normal.to(self.device)
         t_s, t_l = self._timesteps(x.shape[0], gen)
         noise_s = torch.randn(x.shape, generator=gen).to(self.device)
         noise_l = torch.randn(x.shape, generator=gen).to(self.device)
@@ -223,8 +123,30 @@ class Trainer:
             rec = self.model.reconstruct(x, t_s, t_l, noise_s, noise_l)
         return diffusion_ad_loss(rec.eps_small, rec.eps_large, noise_s, noise_l, rec.seg_logits, mask, normal)
 
+    def evaluation_weights(self):
+        """The weights validation and the saved model use: the running average when EMA is on."""
+        return self.ema.applied(self.model) if self.ema is not None else nullcontext(self.model)
+
+    def progress(self, elapsed: float) -> float:
+        """Fraction of the budget done: steps of the epoch budget or seconds of the minutes budget."""
+        done = 0.0
+        if self.opts.epochs is not None:
+            done = self.steps / max(self.opts.epochs * len(self.train), 1)
+        if self.opts.minutes is not None:
+            done = max(done, elapsed / (self.opts.minutes * 60.0))
+        return done
+
+    def _set_lr(self, elapsed: float) -> None:
+        f = lr_factor(self.progress(elapsed), self.recipe.lr_schedule, self.recipe.warmup_fraction)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * f
+
     @torch.no_grad()
     def validate(self) -> float:
+        with self.evaluation_weights():
+            return self._validate()
+
+    def _validate(self) -> float:
         self.model.eval()
         gen = torch.Generator().manual_seed(self.opts.seed + 2)
         total, count = 0.0, 0
@@ -256,11 +178,15 @@ class Trainer:
             bar = tqdm(total=len(self.train), desc=f"epoch {self.epoch + 1}", leave=False, dynamic_ncols=True,
                        disable=not (opts.progress and sys.stderr.isatty()))
             for x, mask, normal in self.train.epoch(self.epoch):
+                self._set_lr(self.elapsed + time.time() - start)
                 terms = self._loss(x, mask, normal, gen)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(terms.total).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                self.steps += 1
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 loss = float(terms.total.detach())
                 if not math.isfinite(loss):
                     raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}; lower the learning "
@@ -270,6 +196,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", noise=f"{float(terms.noise.detach()):.4f}",
                                 img_s=f"{seen / max(time.time() - start, 1e-9):.1f}")
+                start += self.maybe_snapshot(self.elapsed + time.time() - start)  # not training time
                 if budget is not None and self.elapsed + time.time() - start >= budget:
                     stop = True
                     break
@@ -278,6 +205,19 @@ class Trainer:
             self.epoch += 1
             self.end_epoch(float(np.mean(losses)), seen / max(time.time() - start, 1e-9))
         return self.out / "model.safetensors"
+
+    def maybe_snapshot(self, elapsed: float) -> float:
+        """Write the due snapshot (current weights, or their average) and return the seconds it took."""
+        every = self.opts.snapshot_minutes
+        if every is None or elapsed < (self.snapshots_written + 1) * every * 60.0:
+            return 0.0
+        t0 = time.time()
+        self.snapshots_written = int(elapsed // (every * 60.0))
+        name = f"model_{self.snapshots_written * every:g}min"
+        self.save_model(self.out / "snapshots" / f"{name}.safetensors", snapshot_minutes=elapsed / 60, averaged=False)
+        if self.ema is not None:  # both, so that one run shows what the average adds
+            self.save_model(self.out / "snapshots" / f"{name}_ema.safetensors", snapshot_minutes=elapsed / 60)
+        return time.time() - t0
 
     def end_epoch(self, train_loss: float, images_per_s: float) -> None:
         val = self.validate()
@@ -305,24 +245,36 @@ class Trainer:
             "best_val_loss": self.best_val,
             "train_seconds": round(self.elapsed, 1),
             "device": str(self.device),
+            "steps": self.steps,
+            "recipe": self.recipe.to_dict(),
             "options": {k: v for k, v in asdict(self.opts).items() if k not in ("resume", "progress")},
         }
 
     @torch.no_grad()
-    def save_model(self) -> None:
-        """Write model.safetensors with thresholds from the held-out good images."""
-        self.model.eval()
-        maps, scores = [], []
-        x_all = to_model_range(self.val_images)
-        for i in range(0, len(x_all), self.opts.batch_size):
-            out = self.model(x_all[i:i + self.opts.batch_size].to(self.device))
-            maps.append(out.anomaly_map[:, 0].float().cpu().numpy())
-            scores.append(out.score.float().cpu().numpy())
-        self.model.train()
-        thresholds = quantile_thresholds(np.concatenate(scores), np.concatenate(maps), self.opts.threshold_quantile)
-        meta = build_metadata(self.cfg, thresholds=thresholds, training=self.training_record(),
-                              **self.extra_metadata())
-        ckpt.save_model(self.out / "model.safetensors", self.model, meta)
+    def save_model(self, path: Optional[Path] = None, snapshot_minutes: Optional[float] = None,
+                   averaged: bool = True) -> None:
+        """Write model.safetensors (or a snapshot) with thresholds from the held-out good images;
+        `averaged`: with the EMA weights when EMA is on."""
+        with self.evaluation_weights() if averaged else nullcontext(self.model):
+            self.model.eval()
+            maps, scores = [], []
+            x_all = to_model_range(self.val_images)
+            step = self.recipe.batch_size
+            for i in range(0, len(x_all), step):
+                out = self.model(self._input(x_all[i:i + step]))
+                maps.append(out.anomaly_map[:, 0].float().cpu().numpy())
+                scores.append(out.score.float().cpu().numpy())
+            self.model.train()
+            thresholds = quantile_thresholds(np.concatenate(scores), np.concatenate(maps),
+                                             self.opts.threshold_quantile)
+            record = self.training_record()
+            record["weights"] = "average" if averaged and self.ema is not None else "last"
+            if snapshot_minutes is not None:
+                record["snapshot_minutes"] = round(snapshot_minutes, 3)
+            meta = build_metadata(self.cfg, thresholds=thresholds, training=record, **self.extra_metadata())
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            ckpt.save_model(path or self.out / "model.safetensors", self.model, meta)
 
     def extra_metadata(self) -> Dict[str, Any]:
         """More sections for the model's metadata (a distilled student records its teacher)."""
@@ -334,8 +286,12 @@ class Trainer:
         for idx, state in opt_state["state"].items():
             for name, value in state.items():
                 tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value)
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state().items()})
         meta = build_metadata(self.cfg, training=self.training_record(), train_state={
             "epoch": self.epoch, "elapsed": self.elapsed, "best_val": self.best_val, "best_epoch": self.best_epoch,
+            "steps": self.steps, "snapshots_written": self.snapshots_written,
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
             "history": self.history, "param_groups": opt_state["param_groups"],
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
         })
@@ -362,6 +318,13 @@ class Trainer:
                 _, idx, name = key.split(".", 2)
                 opt_state["state"].setdefault(int(idx), {})[name] = value
         self.optimizer.load_state_dict(opt_state)
+        if self.ema is not None:
+            ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+            if not ema:
+                raise CheckpointError(f"--resume: {path} has no weight average; resume with the EMA setting "
+                                      "of the interrupted run (--ema 0 if it had none)")
+            self.ema.load(ema, int(st.get("ema_updates", 0)))
+        self.steps, self.snapshots_written = int(st.get("steps", 0)), int(st.get("snapshots_written", 0))
         if st.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(st["scaler"])
         self.epoch, self.elapsed = int(st["epoch"]), float(st["elapsed"])
@@ -381,7 +344,7 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
     category = MVTecCategory(opts.data)
     samples, _ = category.train_val_split(opts.val_fraction, opts.seed)
     channels = opts.channels or detect_channels(samples)
-    cfg = opts.model_config(channels)
+    cfg = opts.model_config(channels, opts.recipe(resolve_device(opts.device).type).image_size)
     synth = AnomalySynthesizer(cfg.image_size, channels, texture_dir=opts.texture_dir,
                                foreground=opts.foreground, anomaly_prob=opts.anomaly_prob)
     chosen = samples[:n]

@@ -1,0 +1,67 @@
+"""Training batches: normal images with deterministic synthetic anomalies, in the model's range."""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import List
+
+import numpy as np
+import torch
+
+from dad_edge.data.preprocess import OFFSET, SCALE
+from dad_edge.data.synthetic import AnomalySynthesizer
+
+
+def to_model_range(images: np.ndarray) -> torch.Tensor:
+    """(B, S, S, C) uint8 -> (B, C, S, S) float32 in [-1, 1], as preprocess() does."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() * SCALE + OFFSET
+
+
+class SyntheticBatches:
+    """Deterministic batches of (image in [-1, 1], mask, is_normal): a function of (seed, epoch).
+
+    Each sample's anomaly depends only on (seed, epoch, index), so with `workers` > 0 the samples
+    are made by a thread pool (OpenCV and numpy release the GIL) and the next batch is prepared
+    while the current one trains, with results identical to workers=0.
+    """
+
+    def __init__(self, images: np.ndarray, stems: List[str], synth: AnomalySynthesizer, batch_size: int,
+                 seed: int, shuffle: bool, workers: int = 0):
+        self.images, self.stems, self.synth = images, stems, synth
+        self.batch_size, self.seed, self.shuffle, self.workers = batch_size, seed, shuffle, workers
+
+    def __len__(self) -> int:
+        # Drop a last batch of one: BatchNorm cannot train on it.
+        n = len(self.images)
+        return max(1, n // self.batch_size if n % self.batch_size == 1 else math.ceil(n / self.batch_size))
+
+    def _sample(self, epoch: int, i: int):
+        rng = np.random.default_rng([self.seed, epoch, i])
+        return self.synth(self.images[i], rng, self.stems[i])
+
+    def _collate(self, samples):
+        augs, masks, anomalous = zip(*samples)
+        return (to_model_range(np.stack(augs)), torch.from_numpy(np.stack(masks))[:, None],
+                torch.tensor([not a for a in anomalous]))
+
+    def _batches(self, epoch: int):
+        n = len(self.images)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        return [[int(i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]] for b in range(len(self))]
+
+    def epoch(self, epoch: int):
+        batches = self._batches(epoch)
+        if self.workers == 0:
+            for idx in batches:
+                yield self._collate([self._sample(epoch, i) for i in idx])
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="dad-edge-synth") as pool:
+            def submit(idx):
+                return [pool.submit(self._sample, epoch, i) for i in idx]
+
+            pending = submit(batches[0]) if batches else []
+            for b in range(len(batches)):
+                current = pending
+                if b + 1 < len(batches):  # one batch ahead: made while this one trains
+                    pending = submit(batches[b + 1])
+                yield self._collate([f.result() for f in current])

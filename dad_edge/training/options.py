@@ -1,0 +1,83 @@
+"""The options of a training run: what `dad-edge train` parses, validated before any data is read."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+
+from dad_edge.errors import ConfigError
+from dad_edge.model.config import ModelConfig, preset
+from dad_edge.training.recipe import Recipe, resolve_recipe
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    out: str
+    preset: str = "compact"
+    image_size: Optional[int] = None  # None: the recipe's for the device (training/recipe.py)
+    channels: Optional[int] = None  # None: detected from the data (1 if all gray)
+    epochs: Optional[int] = None  # at least one of epochs / minutes must be set
+    minutes: Optional[float] = None
+    # None: the default recipe for the preset and device (training/recipe.py), recorded in the checkpoint.
+    batch_size: Optional[int] = None
+    lr_unet: Optional[float] = None
+    lr_seg: Optional[float] = None
+    lr_schedule: Optional[str] = None  # "cosine" | "constant"
+    warmup_fraction: Optional[float] = None
+    ema_decay: Optional[float] = None  # 0: off
+    channels_last: Optional[bool] = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    select: str = "val"  # "val": lowest validation loss; "last": the last epoch
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    texture_dir: Optional[str] = None
+    foreground: Optional[str] = None
+    anomaly_prob: float = 0.5
+    threshold_quantile: float = 0.99
+    resume: bool = False
+    progress: bool = True
+    workers: Optional[int] = None  # threads making synthetic anomalies; None: 0 on CPU, up to 8 on CUDA
+    snapshot_minutes: Optional[float] = None  # also write snapshots/model_<M>min.safetensors every M minutes
+    model_overrides: Dict[str, Any] = field(default_factory=dict)  # other top-level ModelConfig fields
+
+    def validate(self) -> "TrainOptions":
+        if self.epochs is None and self.minutes is None:
+            raise ConfigError("set --epochs or --minutes (or both) to say when training stops")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"epochs={self.epochs} must be >= 1")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"minutes={self.minutes} must be > 0")
+        if self.snapshot_minutes is not None and not self.snapshot_minutes > 0:
+            raise ConfigError(f"snapshot_minutes={self.snapshot_minutes} must be > 0")
+        self.recipe("cpu")  # the recipe's own checks (batch size, rates, schedule, EMA)
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction={self.val_fraction} must be in (0, 1): selection needs held-out data")
+        if self.select not in ("val", "last"):
+            raise ConfigError(f"select={self.select!r} must be 'val' or 'last'")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device={self.device!r} asked for but torch sees no CUDA device")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers={self.workers} must be >= 0 (0: make batches in the training thread)")
+        if not 0.5 <= self.threshold_quantile < 1:
+            raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in [0.5, 1)")
+        return self
+
+    def recipe(self, device_type: str) -> Recipe:
+        """The default recipe for this preset on `device_type`, with every option set here in its place."""
+        return resolve_recipe(
+            self.preset, preset(self.preset).image_size, device_type, image_size=self.image_size,
+            batch_size=self.batch_size, lr_unet=self.lr_unet, lr_seg=self.lr_seg, lr_schedule=self.lr_schedule,
+            warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last)
+
+    def model_config(self, channels: int, image_size: Optional[int] = None) -> ModelConfig:
+        changes = dict(self.model_overrides)
+        changes["channels"] = channels
+        size = image_size or self.image_size
+        if size is not None and "image_size" not in changes:
+            changes["image_size"] = size
+        return preset(self.preset, **changes)

@@ -1,0 +1,144 @@
+"""The default training recipe, the learning-rate schedule, the weight average and snapshots."""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dad_edge.artifacts.checkpoint import read_tensors
+from dad_edge.data.demo import build_demo_dataset
+from dad_edge.errors import CheckpointError, ConfigError
+from dad_edge.training.ema import WeightAverage
+from dad_edge.training.recipe import default_recipe, lr_factor, resolve_recipe
+from dad_edge.training.train import Trainer, TrainOptions, train
+
+TINY = dict(preset="tiny", batch_size=4, progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = build_demo_dataset(tmp_path_factory.mktemp("data"), size=32, n_train=12, n_test_good=4,
+                              n_test_per_defect=3)
+    shutil.rmtree(root / "test")
+    return root
+
+
+# -- the recipe -------------------------------------------------------------------------------
+
+def test_cpu_defaults_are_small_images_and_large_rates():
+    r = default_recipe("compact", 256, "cpu")
+    assert (r.image_size, r.lr_unet, r.lr_seg, r.lr_schedule) == (128, 1e-3, 1e-3, "cosine")
+    g = default_recipe("compact", 256, "cuda")
+    assert g.image_size == 256 and not g.channels_last
+    assert default_recipe("paper", 256, "cuda").lr_unet == 1e-4
+
+
+def test_options_override_the_recipe_and_bad_values_are_named():
+    r = resolve_recipe("compact", 256, "cpu", image_size=256, lr_seg=5e-4, lr_schedule="constant")
+    assert (r.image_size, r.lr_unet, r.lr_seg, r.lr_schedule) == (256, 1e-3, 5e-4, "constant")
+    with pytest.raises(ConfigError, match="lr_schedule='step'"):
+        resolve_recipe("compact", 256, "cpu", lr_schedule="step")
+    with pytest.raises(ConfigError, match="ema_decay=0.2"):
+        resolve_recipe("compact", 256, "cpu", ema_decay=0.2)
+    with pytest.raises(ConfigError, match="batch_size=1"):
+        TrainOptions(data="x", out="y", epochs=1, batch_size=1).validate()
+
+
+def test_lr_factor_warms_up_then_decays_to_zero():
+    assert lr_factor(0.0, "cosine", 0.1) == pytest.approx(1e-3)
+    assert lr_factor(0.05, "cosine", 0.1) == pytest.approx(0.5)
+    assert lr_factor(0.1, "cosine", 0.1) == pytest.approx(1.0)
+    assert lr_factor(0.55, "cosine", 0.1) == pytest.approx(0.5)
+    assert lr_factor(1.0, "cosine", 0.1) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(0.9, "constant", 0.1) == 1.0
+    values = [lr_factor(p / 100, "cosine", 0.02) for p in range(2, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # monotone after the warm-up
+
+
+def test_the_recipe_is_recorded_and_the_cpu_run_uses_its_image_size(data, tmp_path):
+    path = train(TrainOptions(data=str(data), out=str(tmp_path), epochs=1, **TINY))
+    _, meta = read_tensors(path)
+    recipe = meta["training"]["recipe"]
+    assert recipe["lr_unet"] == 1e-3 and recipe["lr_schedule"] == "cosine" and recipe["batch_size"] == 4
+    assert meta["model"]["image_size"] == 32  # tiny's own size is under the CPU cap
+    assert meta["training"]["steps"] == 3  # 11 training images in batches of 4 (one held out)
+
+
+def test_the_schedule_reaches_the_optimizer(data, tmp_path):
+    tr = Trainer(TrainOptions(data=str(data), out=str(tmp_path), epochs=2, lr_unet=2e-3, **TINY))
+    tr.run()
+    total = 2 * len(tr.train)
+    assert tr.steps == total
+    # The last step ran at the cosine's value one step before the end of the budget.
+    expected = 2e-3 * lr_factor((total - 1) / total, "cosine", tr.recipe.warmup_fraction)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert expected < 2e-3 * 0.5
+
+
+# -- weight average ---------------------------------------------------------------------------
+
+def test_weight_average_follows_the_weights_and_restores_them():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    avg = WeightAverage(model, decay=0.9)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    avg.update(model)  # first decay is min(0.9, 1/10) = 0.1: 90 % of the way
+    assert torch.allclose(avg.state()["0.weight"], start + 0.9)
+    own = model[0].weight.detach().clone()
+    with avg.applied(model):
+        assert torch.allclose(model[0].weight, start + 0.9)
+    assert torch.equal(model[0].weight, own)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _StopsAfterFirstEpoch(Trainer):
+    def end_epoch(self, train_loss, images_per_s):
+        super().end_epoch(train_loss, images_per_s)
+        raise _Interrupted  # as a kill after the epoch's state was written
+
+
+def test_interrupted_cosine_run_with_average_resumes_to_the_same_weights(data, tmp_path):
+    opts = dict(data=str(data), epochs=2, ema_decay=0.9, **TINY)
+    train(TrainOptions(out=str(tmp_path / "whole"), **opts))
+    with pytest.raises(_Interrupted):
+        _StopsAfterFirstEpoch(TrainOptions(out=str(tmp_path / "cut"), **opts)).run()
+    train(TrainOptions(out=str(tmp_path / "cut"), resume=True, **opts))
+    for name in ("train_state.safetensors", "model.safetensors"):
+        a, ma = read_tensors(tmp_path / "whole" / name)
+        b, mb = read_tensors(tmp_path / "cut" / name)
+        assert a.keys() == b.keys()
+        assert [k for k in a if not torch.equal(a[k], b[k])] == []
+        if name == "train_state.safetensors":
+            assert any(k.startswith("ema.") for k in a)
+    assert ma["training"]["weights"] == "average"
+
+
+def test_resume_without_the_average_it_was_trained_with_is_refused(data, tmp_path):
+    train(TrainOptions(data=str(data), out=str(tmp_path), epochs=1, **TINY))
+    with pytest.raises(CheckpointError, match="weight average"):
+        train(TrainOptions(data=str(data), out=str(tmp_path), epochs=2, resume=True, ema_decay=0.9, **TINY))
+
+
+# -- snapshots --------------------------------------------------------------------------------
+
+def test_snapshots_are_written_during_training_and_load(data, tmp_path):
+    tiny_minutes = 1e-6  # due after every step
+    train(TrainOptions(data=str(data), out=str(tmp_path), epochs=1, snapshot_minutes=tiny_minutes,
+                       ema_decay=0.9, **TINY))
+    snaps = sorted((tmp_path / "snapshots").glob("*.safetensors"))
+    plain = [p for p in snaps if not p.stem.endswith("_ema")]
+    averaged = [p for p in snaps if p.stem.endswith("_ema")]
+    assert len(plain) >= 3 and len(averaged) == len(plain)  # one at least per step (3 steps)
+    _, meta = read_tensors(plain[0])
+    _, meta_avg = read_tensors(averaged[0])
+    assert meta["training"]["weights"] == "last" and meta_avg["training"]["weights"] == "average"
+    assert meta["training"]["snapshot_minutes"] > 0 and math.isfinite(meta["thresholds"]["image"])
+    with pytest.raises(ConfigError, match="snapshot_minutes"):
+        TrainOptions(data=str(data), out=str(tmp_path), epochs=1, snapshot_minutes=0).validate()
