@@ -17,17 +17,14 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from dad_edge.data.preprocess import OFFSET, SCALE, preprocess_batch, to_pixels
-from dad_edge.model.schedule import NoiseSchedule
+from dad_edge.model.schedule import add_noise, eval_coefficients
 
-# (sqrt(abar_s), sqrt(1 - abar_s), sqrt(abar_l), sqrt(1 - abar_l)), float64.
+# (sqrt(abar_s), sqrt(1 - abar_s), sqrt(abar_l), sqrt(1 - abar_l)), float64: schedule.EvalCoefficients
+# or any 4-tuple.
 NoiseCoefficients = Tuple[float, float, float, float]
 
-
-def noise_coefficients(cfg) -> NoiseCoefficients:
-    """The four scalars of step 1 at the config's t_s and t_l."""
-    sched = NoiseSchedule.from_config(cfg)
-    cs, cl = sched.coefficients(cfg.t_small), sched.coefficients(cfg.t_large)
-    return cs.sqrt_abar, cs.sqrt_one_minus_abar, cl.sqrt_abar, cl.sqrt_one_minus_abar
+# The four scalars of step 1 at the config's t_s and t_l: derived in one place, the schedule.
+noise_coefficients = eval_coefficients
 
 
 def preprocess_ref(frames: Sequence[np.ndarray], size: int, channels: int, color_order: str = "BGR",
@@ -45,13 +42,12 @@ def preprocess_noise_ref(frames: Sequence[np.ndarray], size: int, channels: int,
 
     A single-pass model (two_pass=False) runs the U-Net at t_s only: unet_in is x_s, (B, C, S, S).
     """
-    sa_s, sb_s, sa_l, sb_l = coefs
     x = preprocess_batch(frames, size, channels, color_order)  # (B, C, S, S)
-    # Python-float scalars times float32 arrays compute in float32, as DiffusionAD.forward does.
-    x_s = sa_s * x + sb_s * noise[0]
+    # Python-float scalars times float32 arrays compute in float32, as DiffusionAD.prepare does.
+    x_s = add_noise(x, coefs[:2], noise[0])
     if not two_pass:
         return x_s, x
-    unet_in = np.concatenate([x_s, sa_l * x + sb_l * noise[1]])  # (2B, C, S, S)
+    unet_in = np.concatenate([x_s, add_noise(x, coefs[2:], noise[1])])  # (2B, C, S, S)
     return unet_in, x
 
 

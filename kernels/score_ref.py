@@ -1,6 +1,6 @@
 """Reference of the scoring stage: map -> Gaussian smoothing -> top-k mean -> normalised score, mask.
 
-Equals DiffusionAD's `smooth` + `topk(k).values.mean()` in float32 up to rounding, and
+Equals DiffusionAD's score step (`smooth` + `topk(k).values.mean()`) in float32 up to rounding, and
 `artifacts.metadata.normalize_score`. Fused forms: a row pass and a column pass of the separable
 blur (edge replication), then one pass per map that selects the k-th largest value by
 radix select on the float bits (no sort), sums the values above it, and writes the mask.
@@ -24,7 +24,8 @@ class ScoreResult(NamedTuple):
 
 
 def gaussian_taps(sigma: float) -> np.ndarray:
-    """Normalised 1-D Gaussian of radius ceil(4 sigma), float32 (as pipeline.gaussian_kernel)."""
+    """Normalised 1-D Gaussian of radius ceil(4 sigma), float32: the taps of every form and of
+    DiffusionAD's smoothing (model.diffusion_ad.gaussian_kernel is this as a tensor)."""
     radius = max(1, int(np.ceil(4 * sigma)))
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)

@@ -14,7 +14,8 @@ from dad_edge.artifacts.metadata import normalize_score
 from dad_edge.model.config import preset
 from dad_edge.kernels.combine_ref import combine_ref
 from dad_edge.kernels.groupnorm_silu_ref import groupnorm_silu_ref
-from dad_edge.kernels.preprocess_noise_ref import noise_coefficients, preprocess_noise_ref, preprocess_ref
+from dad_edge.kernels.preprocess_noise_ref import preprocess_noise_ref, preprocess_ref
+from dad_edge.model.schedule import eval_coefficients
 from dad_edge.kernels.score_ref import gaussian_taps, score_ref, smooth_ref, topk_mean_ref
 from dad_edge.model.diffusion_ad import DiffusionAD, gaussian_kernel
 from dad_edge.data.preprocess import preprocess_batch, to_pixels
@@ -68,20 +69,21 @@ def run():
 def test_preprocess_noise_ref_is_the_unet_input_of_forward(run):
     cfg, model, frames, x, _, seen = run
     unet_in, x_ref = preprocess_noise_ref(frames, cfg.image_size, cfg.channels, "BGR", model.noise.numpy(),
-                                          noise_coefficients(cfg))
+                                          eval_coefficients(cfg))
     np.testing.assert_array_equal(x_ref, x)
     np.testing.assert_allclose(unet_in, seen["unet_in"].numpy(), rtol=0, atol=1e-6)
 
 
 def test_combine_ref_is_the_segmentation_input_of_forward(run):
     cfg, model, _, x, _, seen = run
-    seg_in = combine_ref(x, seen["eps"].numpy(), model.noise.numpy(), noise_coefficients(cfg), cfg.guidance_w)
+    seg_in = combine_ref(x, seen["eps"].numpy(), model.noise.numpy(), eval_coefficients(cfg), cfg.guidance_w)
     np.testing.assert_allclose(seg_in, seen["seg_in"].numpy(), rtol=0, atol=2e-6)
     x0_ng = seg_in[:, cfg.channels:]
     assert x0_ng.min() >= -1 and x0_ng.max() <= 1 and (np.abs(x0_ng) == 1).any()  # the clamps were exercised
-    # The same reference runs on torch tensors.
-    seg_t = combine_ref(torch.from_numpy(x), seen["eps"], model.noise, noise_coefficients(cfg), cfg.guidance_w)
+    # The same reference runs on torch tensors, and there it is the model's combine step to the bit.
+    seg_t = combine_ref(torch.from_numpy(x), seen["eps"], model.noise, eval_coefficients(cfg), cfg.guidance_w)
     np.testing.assert_allclose(seg_t.numpy(), seg_in, rtol=0, atol=1e-6)
+    assert torch.equal(seg_t, seen["seg_in"])
 
 
 def test_score_ref_is_the_map_and_score_of_forward(run):

@@ -16,7 +16,8 @@ from dad_edge.runtime import ops
 from dad_edge.model.config import preset  # noqa: E402
 from dad_edge.kernels import c_ext  # noqa: E402
 from dad_edge.kernels.combine_ref import combine_ref  # noqa: E402
-from dad_edge.kernels.preprocess_noise_ref import noise_coefficients, preprocess_noise_ref  # noqa: E402
+from dad_edge.kernels.preprocess_noise_ref import preprocess_noise_ref  # noqa: E402
+from dad_edge.model.schedule import eval_coefficients  # noqa: E402
 from dad_edge.kernels.score_ref import score_ref  # noqa: E402
 from dad_edge.artifacts.metadata import Thresholds  # noqa: E402
 from dad_edge.data.preprocess import to_pixels  # noqa: E402
@@ -62,7 +63,7 @@ def test_without_the_c_extension_the_reference_runs(no_c_extension):
         ops.pick("score", impl="c")
     fr, nz = frames([(40, 33, 3)] * 2), noise(3, 32)
     unet, x = ops.preprocess_noise(fr, CFG, nz)
-    unet_ref, x_ref = preprocess_noise_ref(fr, 32, 3, "BGR", nz, noise_coefficients(CFG))
+    unet_ref, x_ref = preprocess_noise_ref(fr, 32, 3, "BGR", nz, eval_coefficients(CFG))
     np.testing.assert_array_equal(unet, unet_ref)
 
 
@@ -71,7 +72,7 @@ def test_without_the_c_extension_the_reference_runs(no_c_extension):
 def test_preprocess_noise_numpy_and_torch(impl, denoiser):
     cfg = CFG.replace(denoiser=denoiser)
     fr, nz = frames([(40, 33, 3), (21, 50, 3)]), noise(3, 32)
-    unet_ref, x_ref = preprocess_noise_ref(fr, 32, 3, "RGB", nz, noise_coefficients(cfg), denoiser == "two_pass")
+    unet_ref, x_ref = preprocess_noise_ref(fr, 32, 3, "RGB", nz, eval_coefficients(cfg), denoiser == "two_pass")
     unet, x = ops.preprocess_noise(fr, cfg, nz, "RGB", impl=impl)
     assert isinstance(unet, np.ndarray) and unet.shape == unet_ref.shape
     np.testing.assert_allclose(unet, unet_ref, rtol=0, atol=ATOL)
@@ -87,18 +88,18 @@ def test_preprocess_into_buffers_then_combine_in_place(impl):
     unet_buf, seg = np.zeros((6, 3, 32, 32), np.float32), np.zeros((3, 6, 32, 32), np.float32)
     unet, x = ops.preprocess_noise(fr, CFG, nz, out=unet_buf, x_out=seg[:, :3], impl=impl)
     assert unet is unet_buf
-    _, x_ref = preprocess_noise_ref(list(fr), 32, 3, "BGR", nz, noise_coefficients(CFG))
+    _, x_ref = preprocess_noise_ref(list(fr), 32, 3, "BGR", nz, eval_coefficients(CFG))
     np.testing.assert_allclose(seg[:, :3], x_ref, rtol=0, atol=ATOL)
     eps = np.random.default_rng(0).standard_normal((6, 3, 32, 32)).astype(np.float32)
     assert ops.combine(seg[:, :3], eps, nz, CFG, out=seg, impl=impl) is seg
-    expect = combine_ref(x_ref, eps, nz, noise_coefficients(CFG), CFG.guidance_w)
+    expect = combine_ref(x_ref, eps, nz, eval_coefficients(CFG), CFG.guidance_w)
     np.testing.assert_allclose(seg, expect, rtol=0, atol=ATOL)
 
 
 @pytest.mark.parametrize("impl", CPU_FORMS)
 def test_combine_numpy_torch_and_single_pass(impl):
     x, eps, nz = combine_inputs(c=3, s=32)
-    expect = combine_ref(x, eps, nz, noise_coefficients(CFG), CFG.guidance_w)
+    expect = combine_ref(x, eps, nz, eval_coefficients(CFG), CFG.guidance_w)
     np.testing.assert_allclose(ops.combine(x, eps, nz, CFG, impl=impl), expect, rtol=0, atol=ATOL)
     got = ops.combine(torch.from_numpy(x), torch.from_numpy(eps), torch.from_numpy(nz), CFG, impl=impl)
     assert isinstance(got, torch.Tensor)
@@ -144,11 +145,11 @@ def test_triton_form_through_the_seam():
         pytest.skip("this check uses the Triton interpreter; the GPU runs are in test_kernels_triton.py")
     fr, nz = frames([(40, 33, 3), (40, 33, 3)]), noise(3, 32)
     unet, x = ops.preprocess_noise(fr, CFG, torch.from_numpy(nz), impl="triton")
-    unet_ref, x_ref = preprocess_noise_ref(fr, 32, 3, "BGR", nz, noise_coefficients(CFG))
+    unet_ref, x_ref = preprocess_noise_ref(fr, 32, 3, "BGR", nz, eval_coefficients(CFG))
     np.testing.assert_allclose(unet.numpy(), unet_ref, rtol=0, atol=ATOL)
     eps = torch.randn(4, 3, 32, 32)
     seg = ops.combine(x, eps, torch.from_numpy(nz), CFG, impl="triton")
-    expect = combine_ref(x_ref, eps.numpy(), nz, noise_coefficients(CFG), CFG.guidance_w)
+    expect = combine_ref(x_ref, eps.numpy(), nz, eval_coefficients(CFG), CFG.guidance_w)
     np.testing.assert_allclose(seg.numpy(), expect, rtol=0, atol=ATOL)
     m = maps(h=32, w=32)
     got = ops.score(torch.from_numpy(m), CFG, Thresholds(image=0.4, pixel=0.7), impl="triton")

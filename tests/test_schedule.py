@@ -78,3 +78,43 @@ def test_from_config_uses_the_config_fields():
     s = NoiseSchedule.from_config(cfg)
     assert s.num_timesteps == 50 and s.betas.shape == (50,)
     assert s.betas[0] == 1e-3 and s.betas[-1] == pytest.approx(0.05, abs=1e-15)
+
+
+@pytest.mark.parametrize("t", [0, 200, 400, 999])
+def test_add_noise_is_the_closed_form_for_every_way_of_giving_t(sched, t):
+    """NoiseSchedule.add_noise: an int t, its Coefficients, a float pair, or tensors: all (3)."""
+    import torch
+
+    from dad_edge.model.schedule import add_noise
+
+    rng = np.random.default_rng(t)
+    x0 = rng.uniform(-1, 1, (2, 3, 4, 4))
+    eps = rng.standard_normal((2, 3, 4, 4))
+    abar = 1.0
+    for s in range(t + 1):  # abar_t from the betas, independently of the library
+        abar *= 1.0 - (1e-4 + s * (0.02 - 1e-4) / 999)
+    expect = math.sqrt(abar) * x0 + math.sqrt(1 - abar) * eps
+    c = sched.coefficients(t)
+    for given in (t, np.int64(t), c, (c.sqrt_abar, c.sqrt_one_minus_abar)):
+        np.testing.assert_allclose(sched.add_noise(x0, given, eps), expect, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(sched.q_sample(x0, t, eps), sched.add_noise(x0, t, eps))
+    np.testing.assert_array_equal(add_noise(x0, (c.sqrt_abar, c.sqrt_one_minus_abar), eps),
+                                  sched.add_noise(x0, c, eps))
+    # torch tensors, with per-sample coefficient tensors as in training
+    a = torch.full((2, 1, 1, 1), abar, dtype=torch.float64)
+    got = sched.add_noise(torch.from_numpy(x0), (a.sqrt(), (1 - a).sqrt()), torch.from_numpy(eps))
+    np.testing.assert_allclose(got.numpy(), expect, rtol=0, atol=1e-12)
+
+
+def test_eval_coefficients_at_the_config_timesteps():
+    from dad_edge.model.schedule import EvalCoefficients, eval_coefficients
+
+    cfg = preset("tiny").replace(num_timesteps=50, beta_start=1e-3, beta_end=0.05, t_small=10, t_large=40)
+    s = NoiseSchedule.from_config(cfg)
+    got = eval_coefficients(cfg)
+    cs, cl = s.coefficients(10), s.coefficients(40)
+    assert isinstance(got, EvalCoefficients)
+    assert got == (cs.sqrt_abar, cs.sqrt_one_minus_abar, cl.sqrt_abar, cl.sqrt_one_minus_abar)
+    assert got.small == got[:2] and got.large == got[2:]
+    assert all(type(v) is float for v in got)  # Python floats: constants of an exported graph
+    assert eval_coefficients(cfg.replace(t_small=11)) != got

@@ -7,26 +7,52 @@ TensorRT output names. Training wraps this module (see dad_edge/training/train.p
 Inputs are in [-1, 1] (see dad_edge/data/preprocess.py); every reconstruction is clamped to [-1, 1].
 The noise is fixed: drawn once from `noise_seed`, stored in the checkpoint, and shared
 by every image, so the same image always gets the same score on every backend.
+
+`forward` is a sequence of named steps, the one model function every path runs:
+
+    prepare   x -> U-Net input [x_s; x_l] (2B), or x_s (B) for a single-pass model  (spec step 1)
+    networks  the U-Net at t_s (and t_l) -> eps [eps_s; eps_l], or x0 (single pass)
+    combine   -> segmentation input cat(x, x0_ng)                                 (spec steps 2-5)
+    segment   the segmentation net + sigmoid -> anomaly map
+    score     smoothing + top-k mean -> (map, score[, mask])
+
+The fused torch path (dad_edge/runtime/fused.py) calls the same steps (`run_steps`) on its
+own buffers; with `use_fused(True)` combine and score run through dad_edge.runtime.ops (the
+Triton kernels on CUDA) and the U-Net's GroupNorm + SiLU too, except while traced, exported
+or compiled (unet.fusion_allowed): an exported graph is always the plain steps. The formulas
+have one source each: step 1 is NoiseSchedule.add_noise with schedule.eval_coefficients,
+steps 2-5 the kernels' reference combine_ref.guided_x0, the smoothing taps score_ref.gaussian_taps.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from types import SimpleNamespace
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dad_edge.model.config import ModelConfig
 from dad_edge.errors import ConfigError
-from dad_edge.model.schedule import NoiseSchedule
+from dad_edge.kernels.combine_ref import combine_single_pass_ref, guided_x0
+from dad_edge.kernels.score_ref import gaussian_taps
+from dad_edge.model.config import ModelConfig
+from dad_edge.model.schedule import NoiseSchedule, eval_coefficients
 from dad_edge.model.segnet import SegNet
-from dad_edge.model.unet import UNet
+from dad_edge.model.unet import UNet, fusion_allowed
 
 
 class PipelineOutput(NamedTuple):
     anomaly_map: torch.Tensor  # (B, 1, H, W) per-pixel anomaly probability
     score: torch.Tensor  # (B,) image score: mean of the top-k map values
+
+
+class ScoredMaps(NamedTuple):
+    """The score step's result (the fused path's output, runtime.fused.FusedOutput)."""
+
+    anomaly_map: torch.Tensor  # (B, 1, H, W), smoothed when the config smooths
+    score: torch.Tensor  # (B,)
+    mask: Optional[torch.Tensor]  # (B, 1, H, W) bool: map >= pixel threshold, when one is given
 
 
 class Reconstruction(NamedTuple):
@@ -44,11 +70,8 @@ def fixed_noise(cfg: ModelConfig) -> torch.Tensor:
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian of radius ceil(4 sigma)."""
-    radius = max(1, int(np.ceil(4 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return torch.tensor(k / k.sum(), dtype=torch.float32)
+    """Normalised 1-D Gaussian of radius ceil(4 sigma), float32: the kernels' taps as a tensor."""
+    return torch.from_numpy(gaussian_taps(sigma))
 
 
 def expand(coef: torch.Tensor) -> torch.Tensor:
@@ -56,48 +79,68 @@ def expand(coef: torch.Tensor) -> torch.Tensor:
     return coef.reshape(-1, 1, 1, 1)
 
 
+def _sqrt_pair(abar: torch.Tensor):
+    """abar_t (tensor) -> (sqrt(abar_t), sqrt(1 - abar_t)): add_noise's and guided_x0's coefficients."""
+    return abar.sqrt(), (1 - abar).sqrt()
+
+
 class DiffusionAD(nn.Module):
+    fused_ops = False  # see use_fused; plain attributes, not in the state dict
+    fused_impl = None
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg.validate()
         self.unet = UNet(cfg.unet, cfg.image_size, cfg.channels)
         self.segnet = SegNet(cfg.seg, cfg.channels)
-        schedule = NoiseSchedule.from_config(cfg)
+        self.schedule = NoiseSchedule.from_config(cfg)
+        # Python floats (constants of an exported graph; no host-to-device copy in forward, so a
+        # CUDA graph can capture it): the same scalars every kernel form takes.
+        self.eval_coefs = eval_coefficients(cfg)
         # Persistent: the fixed noise travels with the weights in every checkpoint.
         self.register_buffer("noise", fixed_noise(cfg))
         # Derived from the config, so not saved.
-        self.register_buffer("alphas_cumprod", torch.tensor(schedule.alphas_cumprod, dtype=torch.float32),
+        self.register_buffer("alphas_cumprod", torch.tensor(self.schedule.alphas_cumprod, dtype=torch.float32),
                              persistent=False)
         self.register_buffer("eval_timesteps", torch.tensor([cfg.t_small, cfg.t_large], dtype=torch.float32),
-                             persistent=False)
-        # abar at t_s and t_l as tensors made once (not in forward: a host-to-device copy there
-        # would keep a CUDA graph from capturing the forward).
-        cs, cl = schedule.coefficients(cfg.t_small), schedule.coefficients(cfg.t_large)
-        self.register_buffer("eval_abar", torch.tensor([cs.sqrt_abar ** 2, cl.sqrt_abar ** 2], dtype=torch.float32),
                              persistent=False)
         if cfg.smoothing_sigma > 0:
             self.register_buffer("smoothing", gaussian_kernel(cfg.smoothing_sigma), persistent=False)
         else:
             self.smoothing = None
 
-    # -- the norm-guided reconstruction (spec steps 1-5) ---------------------------------
+    @property
+    def two_pass(self) -> bool:
+        return self.cfg.denoiser == "two_pass"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The networks' dtype (float16 after .half())."""
+        return self.noise.dtype
+
+    # -- the norm-guided reconstruction in training (per-sample timesteps and noise) ----------
+
+    def _noised(self, x, t_small, t_large, noise_small, noise_large):
+        """Spec step 1 at per-sample (B,) timesteps -> (x_s, x_l, coefficients for guided_x0)."""
+        c_s = _sqrt_pair(expand(self.alphas_cumprod[t_small]))
+        c_l = _sqrt_pair(expand(self.alphas_cumprod[t_large]))
+        x_s = self.schedule.add_noise(x, c_s, noise_small)
+        x_l = self.schedule.add_noise(x, c_l, noise_large)
+        return x_s, x_l, c_s + c_l
 
     def reconstruct(self, x: torch.Tensor, t_small: torch.Tensor, t_large: torch.Tensor,
                     noise_small: torch.Tensor, noise_large: torch.Tensor) -> Reconstruction:
         """x (B, C, H, W) in [-1, 1]; t_* (B,) integer timesteps; noise_* broadcastable to x."""
-        if self.cfg.denoiser != "two_pass":
+        if not self.two_pass:
             raise ConfigError(f"reconstruct() is the two-pass training path; this model's denoiser is "
                               f"{self.cfg.denoiser!r}: single-pass models are made by `dad-edge distill --single-pass`")
         b = x.shape[0]
-        abar_s = expand(self.alphas_cumprod[t_small])
-        abar_l = expand(self.alphas_cumprod[t_large])
         # 1. Noise x to both scales; both U-Net passes as one batch of 2B.
-        x_s = abar_s.sqrt() * x + (1 - abar_s).sqrt() * noise_small
-        x_l = abar_l.sqrt() * x + (1 - abar_l).sqrt() * noise_large
+        x_s, x_l, coefs = self._noised(x, t_small, t_large, noise_small, noise_large)
         emb = self.unet.embed(torch.cat([t_small, t_large]).float())
         eps = self.unet.forward_embedded(torch.cat([x_s, x_l]), emb)
         eps_s, eps_l = eps[:b], eps[b:]
-        x0_ng = self.norm_guided_x0(x_s, x_l, eps_s, eps_l, abar_s, abar_l)
+        x0_ng = guided_x0(x_s, x_l, eps_s, eps_l, coefs, self.cfg.guidance_w)
         seg_logits = self.segnet(torch.cat([x, x0_ng], dim=1))
         return Reconstruction(eps_s, eps_l, x0_ng, seg_logits)
 
@@ -105,57 +148,107 @@ class DiffusionAD(nn.Module):
                 noise_small: torch.Tensor, noise_large: torch.Tensor):
         """As reconstruct() without the segmentation net -> (eps_s, eps_l, x0_ng); for distillation."""
         b = x.shape[0]
-        abar_s = expand(self.alphas_cumprod[t_small])
-        abar_l = expand(self.alphas_cumprod[t_large])
-        x_s = abar_s.sqrt() * x + (1 - abar_s).sqrt() * noise_small
-        x_l = abar_l.sqrt() * x + (1 - abar_l).sqrt() * noise_large
+        x_s, x_l, coefs = self._noised(x, t_small, t_large, noise_small, noise_large)
         eps = self.unet(torch.cat([x_s, x_l]), torch.cat([t_small, t_large]).float())  # (2B, C, H, W)
-        return eps[:b], eps[b:], self.norm_guided_x0(x_s, x_l, eps[:b], eps[b:], abar_s, abar_l)
+        return eps[:b], eps[b:], guided_x0(x_s, x_l, eps[:b], eps[b:], coefs, self.cfg.guidance_w)
 
     def single_pass_x0(self, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Single-pass denoiser: noise x to t (B,), one U-Net pass read as x0 (unclamped)."""
-        abar = expand(self.alphas_cumprod[t])
-        return self.unet(abar.sqrt() * x + (1 - abar).sqrt() * noise, t.float())
+        c = _sqrt_pair(expand(self.alphas_cumprod[t]))
+        return self.unet(self.schedule.add_noise(x, c, noise), t.float())
 
     def norm_guided_x0(self, x_s, x_l, eps_s, eps_l, abar_s, abar_l) -> torch.Tensor:
-        """Spec steps 2-5: pure elementwise work (one fused kernel on the GPU paths)."""
-        w = self.cfg.guidance_w
-        # 2. One-step x0 from the large scale: anomalies washed out.
-        x0_l = ((x_l - (1 - abar_l).sqrt() * eps_l) / abar_l.sqrt()).clamp(-1, 1)
-        # 3. Re-noise that guide to t_s with the small-scale noise prediction.
-        x_s_guide = abar_s.sqrt() * x0_l + (1 - abar_s).sqrt() * eps_s
-        # 4. Correct the small-scale noise towards the guide.
-        eps_guided = eps_s - (1 - abar_s).sqrt() * w * (x_s_guide - x_s)
-        # 5. One-step x0 at the small scale with the corrected noise.
-        return ((x_s - (1 - abar_s).sqrt() * eps_guided) / abar_s.sqrt()).clamp(-1, 1)
+        """Spec steps 2-5 with abar_t tensors (kernels/combine_ref.guided_x0, the one formula)."""
+        return guided_x0(x_s, x_l, eps_s, eps_l, _sqrt_pair(abar_s) + _sqrt_pair(abar_l), self.cfg.guidance_w)
 
-    # -- inference ----------------------------------------------------------------------
+    # -- inference: forward and its steps ---------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> PipelineOutput:
         """x (B, C, H, W) in [-1, 1] -> PipelineOutput, with the fixed noise and t_s, t_l."""
-        b = x.shape[0]
-        cfg = self.cfg
-        sched = NoiseSchedule.from_config(cfg)
-        cs, cl = sched.coefficients(cfg.t_small), sched.coefficients(cfg.t_large)
-        # Python floats: they become constants of an exported graph.
-        x_s = cs.sqrt_abar * x + cs.sqrt_one_minus_abar * self.noise[0]
-        if cfg.denoiser == "single_pass":
-            # One U-Net pass at t_s; its output is x0_ng itself (the branch is static: traceable).
-            emb1 = self.unet.embed(self.eval_timesteps[:1])  # (1, E): t_s
-            x0_ng = self.unet.forward_embedded(x_s, emb1.expand(b, emb1.shape[1])).clamp(-1, 1)
-        else:
-            x_l = cl.sqrt_abar * x + cl.sqrt_one_minus_abar * self.noise[1]
-            emb2 = self.unet.embed(self.eval_timesteps)  # (2, E): t_s, t_l
-            emb = emb2[:, None, :].expand(2, b, emb2.shape[1]).reshape(2 * b, emb2.shape[1])
-            eps = self.unet.forward_embedded(torch.cat([x_s, x_l]), emb)
-            abar = self.eval_abar.to(x.dtype)
-            abar_s, abar_l = abar[0], abar[1]
-            x0_ng = self.norm_guided_x0(x_s, x_l, eps[:b], eps[b:], abar_s, abar_l)
-        anomaly_map = torch.sigmoid(self.segnet(torch.cat([x, x0_ng], dim=1)))
-        if self.smoothing is not None:
-            anomaly_map = self.smooth(anomaly_map)
-        score = anomaly_map.flatten(1).topk(cfg.top_k, dim=1).values.mean(dim=1)
+        anomaly_map, score, _ = self.run_steps(x, self.prepare(x))
         return PipelineOutput(anomaly_map, score)
+
+    def run_steps(self, x: torch.Tensor, x_t: torch.Tensor, *, seg_in: Optional[torch.Tensor] = None,
+                  noise: Optional[torch.Tensor] = None, emb: Optional[torch.Tensor] = None,
+                  pixel_threshold: Optional[float] = None) -> ScoredMaps:
+        """The steps after prepare: networks -> combine -> segment -> score.
+
+        x (B, C, S, S) in [-1, 1] and x_t = prepare(x) (or the fused pre-processing's equal);
+        seg_in: a (B, 2C, S, S) buffer for the combine (x may lie in its first C channels);
+        noise: the fixed noise at float32 when the networks run at half; emb: timestep_embeddings()
+        computed already; pixel_threshold: also return map >= it.
+        """
+        out = self.networks(x_t, self.step_embeddings(x.shape[0], emb))
+        return self.score(self.segment(self.combine(x, out, x_t, noise=noise, seg_in=seg_in)), pixel_threshold)
+
+    def prepare(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Spec step 1 with the fixed noise: the U-Net input [x_s; x_l] (2B, C, S, S), or x_s (B, ...)
+        for a single-pass model. `noise` replaces the model's (e.g. its float32 copy)."""
+        noise = self.noise if noise is None else noise
+        x_s = self.schedule.add_noise(x, self.eval_coefs.small, noise[0])
+        if not self.two_pass:
+            return x_s
+        return torch.cat([x_s, self.schedule.add_noise(x, self.eval_coefs.large, noise[1])])
+
+    def timestep_embeddings(self) -> torch.Tensor:
+        """The U-Net's embeddings of t_s and t_l (2, E), or of t_s alone (1, E) for a single-pass model."""
+        return self.unet.embed(self.eval_timesteps if self.two_pass else self.eval_timesteps[:1])
+
+    def step_embeddings(self, b: int, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Embeddings of a batch of B: (2B, E) = [t_s] * B + [t_l] * B, or (B, E) at t_s.
+        `emb`: timestep_embeddings() computed already (the fused path keeps them)."""
+        e = self.timestep_embeddings() if emb is None else emb
+        if self.two_pass:
+            return e[:, None, :].expand(2, b, e.shape[1]).reshape(2 * b, e.shape[1])
+        return e.expand(b, e.shape[1])
+
+    def networks(self, x_t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The U-Net on prepare's batch with step_embeddings -> eps [eps_s; eps_l] (2B, ...), or x0 (B, ...)
+        for a single-pass model; at the networks' dtype."""
+        return self.unet.forward_embedded(x_t if x_t.dtype == self.dtype else x_t.to(self.dtype), emb)
+
+    def combine(self, x: torch.Tensor, out: torch.Tensor, x_t: torch.Tensor, *,
+                noise: Optional[torch.Tensor] = None, seg_in: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Spec steps 2-5 on the networks' output -> segmentation input cat(x, x0_ng) (B, 2C, S, S).
+
+        Plain: combine_ref.guided_x0 on x_t's halves (a single-pass model's output is x0_ng, clamped);
+        fused: ops.combine (x_s and x_l recomputed from x and the float32 noise in the kernel).
+        The result is written into `seg_in` when it is given.
+        """
+        if self._fused():
+            from dad_edge.runtime import ops
+
+            noise = (self.noise if noise is None else noise).float().contiguous()
+            x = x if x.dtype == torch.float32 else x.float()
+            return ops.combine(x, out.float().contiguous(), noise, self.cfg, out=seg_in, impl=self.fused_impl)
+        if self.two_pass:
+            b = x.shape[0]
+            x0_ng = guided_x0(x_t[:b], x_t[b:], out[:b], out[b:], self.eval_coefs, self.cfg.guidance_w)
+            result = torch.cat([x, x0_ng], dim=1)
+        else:
+            result = combine_single_pass_ref(x, out)
+        if seg_in is None:
+            return result
+        return seg_in.copy_(result)
+
+    def segment(self, seg_in: torch.Tensor) -> torch.Tensor:
+        """The segmentation net on cat(x, x0_ng) + sigmoid -> anomaly map (B, 1, S, S), unsmoothed."""
+        return torch.sigmoid(self.segnet(seg_in if seg_in.dtype == self.dtype else seg_in.to(self.dtype)))
+
+    def score(self, maps: torch.Tensor, pixel_threshold: Optional[float] = None) -> ScoredMaps:
+        """Smoothing (cfg.smoothing_sigma) and the mean of the cfg.top_k largest values -> ScoredMaps;
+        the mask is map >= pixel_threshold when one is given. Fused: ops.score at float32."""
+        if self._fused():
+            from dad_edge.runtime import ops
+
+            thresholds = None if pixel_threshold is None else SimpleNamespace(image=None, pixel=pixel_threshold)
+            r = ops.score(maps.float().contiguous(), self.cfg, thresholds, smooth=self.smoothing is not None,
+                          impl=self.fused_impl)
+            return ScoredMaps(r.maps, r.scores, r.masks)
+        if self.smoothing is not None:
+            maps = self.smooth(maps)
+        score = maps.flatten(1).topk(self.cfg.top_k, dim=1).values.mean(dim=1)
+        return ScoredMaps(maps, score, None if pixel_threshold is None else maps >= pixel_threshold)
 
     def smooth(self, m: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur of (B, 1, H, W) with edge replication."""
@@ -163,3 +256,18 @@ class DiffusionAD(nn.Module):
         r = (k.numel() - 1) // 2
         m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="replicate"), k.reshape(1, 1, 1, -1))
         return F.conv2d(F.pad(m, (0, 0, r, r), mode="replicate"), k.reshape(1, 1, -1, 1))
+
+    # -- the fused ops ----------------------------------------------------------------------
+
+    def use_fused(self, on: bool = True, impl: Optional[str] = None, norm: bool = True) -> "DiffusionAD":
+        """Run combine and score through dad_edge.runtime.ops, and with `norm` the U-Net's GroupNorm + SiLU
+        (UNet.use_fused_norm), whenever the module is not traced, exported or compiled. `impl` forces
+        a form ("triton", "c", "reference"; GroupNorm has no "c" form and keeps torch's ops then).
+        Off by default: training and export run plain torch. The flags are plain attributes, so do not
+        share a fused model with a training job."""
+        self.fused_ops, self.fused_impl = bool(on), (impl if on else None)
+        self.unet.use_fused_norm(bool(on and norm), impl=impl if impl in ("triton", "reference") else None)
+        return self
+
+    def _fused(self) -> bool:
+        return self.fused_ops and fusion_allowed()

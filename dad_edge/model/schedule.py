@@ -6,10 +6,18 @@ Ho et al. 2020 (DDPM), as used by DiffusionAD:
   (3) forward process  x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
   (4) one-step inverse x0_hat = sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps_theta
 Values are float64 numpy so that every backend receives the same constants.
+
+`add_noise` is (3) for every caller (the model's training and inference steps, the kernels'
+references), on numpy arrays and torch tensors alike; `eval_coefficients(cfg)` is the one
+place the scalars of the norm-guided inference at t_s and t_l are derived (the model, the
+fused path and every kernel take them from here). No torch import: the kernels' numpy
+references and the ONNX Runtime path use this module.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import NamedTuple, Tuple, Union
 
 import numpy as np
 
@@ -23,6 +31,33 @@ class Coefficients:
     sqrt_one_minus_abar: float  # multiplies eps in (3)
     sqrt_recip_abar: float  # multiplies x_t in (4)
     sqrt_recip_abar_minus_one: float  # multiplies eps_theta in (4)
+
+
+def add_noise(x, coefs, noise):
+    """(3) with the coefficients given, coefs = (sqrt(abar_t), sqrt(1 - abar_t)): the formula itself,
+    for callers that hold the coefficients only (the kernels' references); see NoiseSchedule.add_noise."""
+    sqrt_abar, sqrt_one_minus_abar = coefs
+    return sqrt_abar * x + sqrt_one_minus_abar * noise
+
+
+class EvalCoefficients(NamedTuple):
+    """(sqrt(abar_s), sqrt(1 - abar_s), sqrt(abar_l), sqrt(1 - abar_l)), float64, at the config's
+    t_s and t_l: the 4-tuple every kernel takes as `coefs`."""
+
+    sqrt_abar_s: float
+    sqrt_one_minus_abar_s: float
+    sqrt_abar_l: float
+    sqrt_one_minus_abar_l: float
+
+    @property
+    def small(self) -> Tuple[float, float]:
+        """(sqrt(abar_s), sqrt(1 - abar_s)): add_noise's coefficients at t_s."""
+        return self[0], self[1]
+
+    @property
+    def large(self) -> Tuple[float, float]:
+        """(sqrt(abar_l), sqrt(1 - abar_l)): add_noise's coefficients at t_l."""
+        return self[2], self[3]
 
 
 class NoiseSchedule:
@@ -47,12 +82,39 @@ class NoiseSchedule:
             sqrt_recip_abar_minus_one=float(np.sqrt(1.0 / abar - 1.0)),
         )
 
+    def add_noise(self, x, t_or_coefs: Union[int, Coefficients, Tuple], noise):
+        """(3) x_t = sqrt(abar_t) x + sqrt(1 - abar_t) noise, on numpy arrays or torch tensors.
+
+        t_or_coefs: an int timestep; its Coefficients; or the pair (sqrt(abar_t), sqrt(1 - abar_t)),
+        Python floats (e.g. EvalCoefficients.small: constants of an exported graph) or arrays /
+        tensors broadcastable to x (per-sample timesteps in training). The arithmetic is the
+        same for all: sqrt_abar * x + sqrt_one_minus_abar * noise, in the inputs' precision.
+        """
+        if isinstance(t_or_coefs, (int, np.integer)):
+            t_or_coefs = self.coefficients(int(t_or_coefs))
+        if isinstance(t_or_coefs, Coefficients):
+            t_or_coefs = (t_or_coefs.sqrt_abar, t_or_coefs.sqrt_one_minus_abar)
+        return add_noise(x, t_or_coefs, noise)
+
     def q_sample(self, x0: np.ndarray, t: int, eps: np.ndarray) -> np.ndarray:
-        """(3) in numpy, for references and tests."""
-        c = self.coefficients(t)
-        return c.sqrt_abar * x0 + c.sqrt_one_minus_abar * eps
+        """(3) in numpy, for references and tests (add_noise at an int timestep)."""
+        return self.add_noise(x0, t, eps)
 
     def predict_x0(self, x_t: np.ndarray, t: int, eps: np.ndarray) -> np.ndarray:
         """(4) in numpy, unclamped."""
         c = self.coefficients(t)
         return c.sqrt_recip_abar * x_t - c.sqrt_recip_abar_minus_one * eps
+
+
+@functools.lru_cache(maxsize=None)
+def _eval_coefficients(num_timesteps: int, beta_start: float, beta_end: float,
+                       t_small: int, t_large: int) -> EvalCoefficients:
+    sched = NoiseSchedule(num_timesteps, beta_start, beta_end)
+    cs, cl = sched.coefficients(t_small), sched.coefficients(t_large)
+    return EvalCoefficients(cs.sqrt_abar, cs.sqrt_one_minus_abar, cl.sqrt_abar, cl.sqrt_one_minus_abar)
+
+
+def eval_coefficients(cfg) -> EvalCoefficients:
+    """The scalars of the norm-guided inference at cfg.t_small and cfg.t_large: the one place they
+    are derived (DiffusionAD's steps, the fused path and every kernel form use these)."""
+    return _eval_coefficients(cfg.num_timesteps, cfg.beta_start, cfg.beta_end, cfg.t_small, cfg.t_large)

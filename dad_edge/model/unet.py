@@ -32,12 +32,17 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
-def _fused(module: nn.Module) -> bool:
-    """Whether `module` takes the fused GroupNorm + SiLU now: its flag, and never while traced,
-    exported or compiled (those see torch's own ops)."""
-    if not module.fused_norm or torch.jit.is_tracing() or torch.compiler.is_compiling():
+def fusion_allowed() -> bool:
+    """Whether a fused op may run now: never while traced, exported or compiled (those see torch's
+    own ops, so an exported graph is always the plain one). DiffusionAD's steps use it too."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False
     return not torch.onnx.is_in_onnx_export()
+
+
+def _fused(module: nn.Module) -> bool:
+    """Whether `module` takes the fused GroupNorm + SiLU now: its flag, and fusion_allowed()."""
+    return module.fused_norm and fusion_allowed()
 
 
 def norm_silu(module: nn.Module, norm: nn.GroupNorm, x: torch.Tensor, emb: torch.Tensor = None) -> torch.Tensor:
