@@ -94,6 +94,78 @@ def random_weights(torch, model, seed=0, std=0.05):
     return model
 
 
+def build_paths(torch, args, device: str):
+    """-> (config, plain DeployGraph, FusedPipeline): the same random weights in two copies (the
+    fused pipeline sets the U-Net's fused-norm flag on its own), the networks at fp16 with --half."""
+    from dad_edge.model.config import preset
+    from dad_edge.model.deploy_graph import DeployGraph
+    from dad_edge.model.diffusion_ad import DiffusionAD
+    from dad_edge.runtime.fused import FusedPipeline
+
+    cfg = preset(args.preset, **({"image_size": args.size} if args.size else {}))
+    dtype = torch.float16 if args.half else torch.float32
+    torch.manual_seed(0)
+    plain_model = random_weights(torch, DiffusionAD(cfg)).to(device).eval()
+    fused_model = DiffusionAD(cfg).to(device).eval()
+    fused_model.load_state_dict(plain_model.state_dict())
+    fused = FusedPipeline(fused_model, impl="triton" if args.smoke else None)
+    fused_model.to(dtype)
+    plain = DeployGraph(plain_model).to(dtype).eval()
+    return cfg, plain, fused
+
+
+def graph_paths(torch, candidates, batch: int, rows):
+    """The CUDA graph rows: each path of `candidates` captured once; a failed capture is a row with its error."""
+    graphs = []
+    for label, fn in ((f"{label}+graph", fn) for label, fn in candidates):
+        try:
+            with torch.inference_mode():
+                replay, _ = capture(torch, fn)
+            graphs.append((label, replay))
+        except Exception as exc:  # noqa: BLE001 - report the row, go on with the others
+            torch.cuda.synchronize()
+            print(f"{label:14}{batch:>6}   capture failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            rows.append(dict(path=label, batch=batch, error=f"{type(exc).__name__}: {exc}"))
+    return graphs
+
+
+def smoke_rows(candidates, run_plain, run_fused, sync, batch: int, about):
+    """Each path once, checked against the plain forward; nothing timed (the timing code runs once)."""
+    ref_map, ref_score = run_plain()
+    got_map, got_score = run_fused()
+    diff = float((ref_map.float() - got_map.float()).abs().max())
+    assert diff <= 1e-5, f"fused map differs from the plain forward by {diff}"
+    assert float((ref_score.float() - got_score.float()).abs().max()) <= 1e-6
+    times = time_calls(run_plain, sync, 1, 0)
+    assert percentile(times, 50) == percentile(times, 99) == times[0]
+    rows = []
+    for label, _ in candidates:
+        note = f"; max |map diff| vs plain {diff:.1e}" if label == "fused" else ""
+        print(f"{label:14}{batch:>6}   ran (smoke run: not timed){note}")
+        rows.append(dict(path=label, batch=batch, device=about["device"], precision=about["precision"],
+                         size=about["size"], smoke=True))
+    return rows
+
+
+def timed_rows(torch, candidates, run_plain, sync, args, batch: int, about):
+    """The paths must agree before their speeds mean anything: each map against the plain one, then timings."""
+    with torch.inference_mode():
+        ref_map = run_plain()[0].float()
+        diffs = {label: float((fn()[0].float() - ref_map).abs().max()) for label, fn in candidates}
+    rows = []
+    for label, fn in candidates:
+        times = time_calls(fn, sync, args.iters, args.warmup)
+        mean = sum(times) / len(times)
+        row = dict(path=label, batch=batch, images_per_s=batch / (mean * 1e-3), p50_ms=percentile(times, 50),
+                   p99_ms=percentile(times, 99), device=about["device"], precision=about["precision"],
+                   size=about["size"], channels=about["channels"], frame=about["frame"], preset=args.preset,
+                   iters=args.iters, max_map_diff_vs_plain=diffs[label])
+        rows.append(row)
+        print(f"{label:14}{batch:>6}{row['images_per_s']:>11.1f}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+              f"{diffs[label]:>12.1e}")
+    return rows
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.smoke:
@@ -108,31 +180,19 @@ def main(argv=None) -> int:
     import numpy as np
 
     from dad_edge.runtime import ops
-    from dad_edge.model.config import preset
-    from dad_edge.model.deploy_graph import DeployGraph
-    from dad_edge.runtime.fused import FusedPipeline
-    from dad_edge.model.diffusion_ad import DiffusionAD
 
     if not args.smoke and not ops.available()["triton"]:
         print(f"gpu_pipeline.py needs triton for the fused rows: {ops.available()['reasons']['triton']}",
               file=sys.stderr)
         return 2
     device = "cpu" if args.smoke else "cuda"
-    cfg = preset(args.preset, **({"image_size": args.size} if args.size else {}))
+    cfg, plain, fused = build_paths(torch, args, device)
     S, C = cfg.image_size, cfg.channels
     fh, fw = args.frame or (S, S)
     dtype = torch.float16 if args.half else torch.float32
     precision = "fp16 networks, float32 kernels" if args.half else "float32"
     name = "CPU (smoke run: Triton interpreter)" if args.smoke else torch.cuda.get_device_name()
-
-    torch.manual_seed(0)
-    # Two copies of the weights: the fused pipeline sets the U-Net's fused-norm flag on its own.
-    plain_model = random_weights(torch, DiffusionAD(cfg)).to(device).eval()
-    fused_model = DiffusionAD(cfg).to(device).eval()
-    fused_model.load_state_dict(plain_model.state_dict())
-    fused = FusedPipeline(fused_model, impl="triton" if args.smoke else None)
-    fused_model.to(dtype)
-    plain = DeployGraph(plain_model).to(dtype).eval()
+    about = dict(device=name, precision=precision, size=S, channels=C, frame=[fh, fw])
     sync = torch.cuda.synchronize if not args.smoke else (lambda: None)
 
     print(f"\n{name}, {precision}, preset {args.preset}, model input {S}x{S}x{C}, "
@@ -155,43 +215,12 @@ def main(argv=None) -> int:
             return out.anomaly_map, out.score
 
         candidates = [("plain", run_plain), ("fused", run_fused)]
-        if not args.no_graphs and not args.smoke:
-            for label, fn in (("plain+graph", run_plain), ("fused+graph", run_fused)):
-                try:
-                    with torch.inference_mode():
-                        replay, _ = capture(torch, fn)
-                    candidates.append((label, replay))
-                except Exception as exc:  # noqa: BLE001 - report the row, go on with the others
-                    torch.cuda.synchronize()
-                    print(f"{label:14}{batch:>6}   capture failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-                    rows.append(dict(path=label, batch=batch, error=f"{type(exc).__name__}: {exc}"))
-
-        if args.smoke:  # each path once, checked against the plain forward; nothing timed
-            ref_map, ref_score = run_plain()
-            got_map, got_score = run_fused()
-            diff = float((ref_map.float() - got_map.float()).abs().max())
-            assert diff <= 1e-5, f"fused map differs from the plain forward by {diff}"
-            assert float((ref_score.float() - got_score.float()).abs().max()) <= 1e-6
-            times = time_calls(run_plain, sync, 1, 0)  # the timing code runs too
-            assert percentile(times, 50) == percentile(times, 99) == times[0]
-            for label, _ in candidates:
-                note = f"; max |map diff| vs plain {diff:.1e}" if label == "fused" else ""
-                print(f"{label:14}{batch:>6}   ran (smoke run: not timed){note}")
-                rows.append(dict(path=label, batch=batch, device=name, precision=precision, size=S, smoke=True))
+        if args.smoke:
+            rows += smoke_rows(candidates, run_plain, run_fused, sync, batch, about)
             continue
-
-        with torch.inference_mode():  # the paths must agree before their speeds mean anything
-            ref_map = run_plain()[0].float()
-            diffs = {label: float((fn()[0].float() - ref_map).abs().max()) for label, fn in candidates}
-        for label, fn in candidates:
-            times = time_calls(fn, sync, args.iters, args.warmup)
-            mean = sum(times) / len(times)
-            row = dict(path=label, batch=batch, images_per_s=batch / (mean * 1e-3), p50_ms=percentile(times, 50),
-                       p99_ms=percentile(times, 99), device=name, precision=precision, size=S, channels=C,
-                       frame=[fh, fw], preset=args.preset, iters=args.iters, max_map_diff_vs_plain=diffs[label])
-            rows.append(row)
-            print(f"{label:14}{batch:>6}{row['images_per_s']:>11.1f}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
-                  f"{diffs[label]:>12.1e}")
+        if not args.no_graphs:
+            candidates += graph_paths(torch, list(candidates), batch, rows)
+        rows += timed_rows(torch, candidates, run_plain, sync, args, batch, about)
 
     if args.json:
         with open(args.json, "w") as f:

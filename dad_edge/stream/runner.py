@@ -118,8 +118,9 @@ class StreamStats:
 def infer_frames(det, frames: List[np.ndarray], names: List[str], color_order: str) -> List[Result]:
     """A Detector's three stages on in-memory frames, in one call of its backend per batch.
 
-    The adapter to Detector.run_items (pre-process, backend.infer, post-process with
-    per-stage timing): a frame it cannot use comes back as a Result with `error` set.
+    The adapter to Detector.run_items (check, Detector.infer_batch, map back to the frame's size
+    and thresholds, with per-stage timing): a frame it cannot use comes back as a Result with
+    `error` set.
     """
     return list(det.run_items([Item(n, array=f) for n, f in zip(names, frames)], color_order))
 
