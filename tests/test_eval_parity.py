@@ -64,3 +64,22 @@ def test_eval_batch_size_does_not_change_scores(models, tmp_path, capsys):
     assert [r["path"] for r in big] == [r["path"] for r in small]
     diff = max(abs(float(a["score"]) - float(b["score"])) for a, b in zip(big, small))
     assert diff <= 1e-6
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "onnx"])
+def test_detectors_and_backends_close_through_with(models, kind):
+    from dad_edge.errors import BackendError, ConfigError
+    from dad_edge.runtime.backends import load_backend
+
+    paths, data = models
+    frame = np.zeros((40, 48, 1), np.uint8)
+    with dad_edge.Detector(paths[kind], device="cpu") as det:
+        det.infer_batch([frame])
+    assert det.closed
+    with pytest.raises(ConfigError, match="is closed"):
+        det.infer_batch([frame])
+    det.close()  # a second close does nothing
+    with load_backend(paths[kind], device="cpu") as backend:
+        backend.run([frame], "RGB")
+    with pytest.raises(BackendError, match="closed"):
+        backend.run([frame], "RGB")
