@@ -202,3 +202,64 @@ def test_availability_is_looked_up_once(monkeypatch):
         assert sorted(set(calls)) == sorted(calls) and "triton" in calls
     finally:
         seam._missing.cache_clear()
+
+
+# -- dispatch as a table per op, one way out ---------------------------------------------------------
+
+
+def test_every_op_is_a_table_of_forms():
+    assert ops.OPS == ("preprocess", "preprocess_noise", "combine", "score", "groupnorm_silu")
+    for op, table in ops.TABLES.items():
+        assert "reference" in table and set(table) <= set(ops.FORMS), op
+    assert set(ops.TABLES["groupnorm_silu"]) == {"triton", "reference"}  # torch's own on the CPU: no C form
+    with pytest.raises(ValueError, match="no 'c' form"):
+        ops.pick("groupnorm_silu", impl="c")
+    for op in ("preprocess", "preprocess_noise", "combine", "score"):
+        assert ops.pick(op) == ("c" if HAVE_C else "reference")  # the table's C form where it is built
+
+
+@pytest.mark.parametrize("impl", CPU_FORMS)
+def test_ops_call_the_form_their_table_holds(impl, monkeypatch):
+    """Each op calls TABLES[op][form]: a form put in the table is the one that runs."""
+    calls = []
+    real = ops.TABLES["combine"][impl]
+    monkeypatch.setitem(ops.TABLES["combine"], impl, lambda *a: calls.append(impl) or real(*a))
+    x, eps, nz = combine_inputs(c=3, s=32)
+    got = ops.combine(x, eps, nz, CFG, impl=impl)
+    assert calls == [impl]
+    np.testing.assert_allclose(got, combine_ref(x, eps, nz, eval_coefficients(CFG), CFG.guidance_w), rtol=0, atol=ATOL)
+    ops.combine(x, eps, nz, CFG)  # automatic: the C form where built, else the reference
+    assert calls == [impl] + ([impl] if impl == ops.pick("combine") else [])
+
+
+def test_forced_reference_needs_no_availability_lookup(monkeypatch):
+    """A fused fp16 forward forces the reference GroupNorm per res-block: no machine survey per call."""
+    def survey():
+        raise AssertionError("available() called")
+
+    monkeypatch.setattr(ops, "available", survey)
+    assert ops.pick("groupnorm_silu", on_cuda=True, impl="reference") == "reference"
+    norm = torch.nn.GroupNorm(2, 4)
+    x = torch.randn(1, 4, 3, 3)
+    torch.testing.assert_close(ops.groupnorm_silu(x, norm, impl="reference"), torch.nn.functional.silu(norm(x)))
+
+
+def test_output_helper():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert ops._output(a) is a and ops._output(None) is None
+    t = ops._output(a, device="cpu")  # numpy result, torch asked for: the same memory as a tensor
+    assert isinstance(t, torch.Tensor) and np.shares_memory(t.numpy(), a)
+    out = np.zeros_like(a)
+    assert ops._output(a, out) is out and np.array_equal(out, a)  # copied into out
+    view = np.zeros((2, 6), np.float32)[:, :3]
+    view[...] = 7
+    assert ops._output(view, view) is view and (view == 7).all()  # the form wrote into out already
+    out_t = torch.zeros(2, 3)
+    assert ops._output(a, out_t) is out_t and torch.equal(out_t, torch.from_numpy(a))  # numpy into torch
+    shared = torch.zeros(2, 3)
+    arr = shared.numpy()
+    arr[...] = 5  # a C form writes through the numpy view of the caller's tensor
+    assert ops._output(arr, shared) is shared and (shared == 5).all()
+    res = torch.ones(2, 3)
+    assert ops._output(res, out_t) is out_t and torch.equal(out_t, res)  # torch into torch
+    assert ops._output(out_t, out_t) is out_t  # Triton forms return out itself
