@@ -125,9 +125,10 @@ def test_load_images_channels(tmp_path):
     write_image(tmp_path / "g.png", _img(77, size=12))
     samples = [Sample(tmp_path / "c.png", "good", None), Sample(tmp_path / "g.png", "good", None)]
     rgb = load_images(samples, 16, 3)
-    assert rgb.shape == (2, 16, 16, 3) and rgb.dtype == np.uint8
-    expected = np.rint(resize_bilinear(colour.astype(np.float32), 16))
-    np.testing.assert_array_equal(rgb[0], expected)
+    assert rgb.shape == (2, 16, 16, 3) and rgb.dtype == np.float32
+    # Not rounded: the numbers the Detector's pre-processing gives the model.
+    np.testing.assert_array_equal(rgb[0], resize_bilinear(colour.astype(np.float32), 16))
+    assert not np.array_equal(rgb[0], np.rint(rgb[0]))
     assert (rgb[1] == 77).all()
     gray = load_images(samples, 8, 1)
     assert gray.shape == (2, 8, 8, 1)

@@ -54,7 +54,7 @@ def test_synthesizer_deterministic(channels):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
         assert a[2] == b[2]
-        assert a[0].shape == (S, S, channels) and a[0].dtype == np.uint8
+        assert a[0].shape == (S, S, channels) and a[0].dtype == np.float32
         assert a[1].shape == (S, S) and a[1].dtype == np.float32
 
 
@@ -89,7 +89,18 @@ def test_blend_formula(monkeypatch):
     d = x - 250
     b = float((d * (aug[mask == 1] - 250.0)).sum() / (d * d).sum())
     assert 0.2 <= b <= 0.8
-    np.testing.assert_allclose(aug[mask == 1], np.rint((1 - b) * 250 + b * x), atol=1)
+    np.testing.assert_allclose(aug[mask == 1], (1 - b) * 250 + b * x, rtol=0, atol=1e-3)  # not rounded
+
+
+def test_float_images_stay_exact_outside_the_anomaly():
+    """Training images are float (as the Detector resizes them): nothing rounds them on the way."""
+    img = _image().astype(np.float32) + 0.25
+    synth = AnomalySynthesizer(S, 3, anomaly_prob=1.0)
+    aug, mask, anomalous = synth(img, np.random.default_rng(1))
+    assert anomalous and aug.dtype == np.float32
+    np.testing.assert_array_equal(aug[mask == 0], img[mask == 0])
+    normal, _, _ = AnomalySynthesizer(S, 3, anomaly_prob=0.0)(img, np.random.default_rng(1))
+    np.testing.assert_array_equal(normal, img)
 
 
 def test_texture_dir(tmp_path):

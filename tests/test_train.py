@@ -10,7 +10,8 @@ from dad_edge.data.mvtec import MVTecCategory, load_images
 from dad_edge.data.demo import build_demo_dataset
 from dad_edge.errors import CheckpointError, ConfigError
 from dad_edge.data.imageio import read_image
-from dad_edge.training.train import TrainOptions, Trainer, preview, to_model_range, train
+from dad_edge.training.batches import to_model_range
+from dad_edge.training.train import TrainOptions, Trainer, preview, train
 
 # CPU: bit-exact resume is a CPU promise (cuDNN and mixed precision need not be deterministic).
 # A constant rate without warm-up: these tests stop a run early by giving it a smaller epoch budget,
@@ -257,3 +258,14 @@ def test_negative_workers_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="workers=-1"):
         TrainOptions(data=str(tmp_path), out=str(tmp_path / "o"), epochs=1, workers=-1).validate()
+
+
+def test_training_images_are_the_detectors_preprocessing(data):
+    """Training feeds the model the numbers deployment does: the same float resize, no rounding."""
+    from dad_edge.data.imageio import read_image
+    from dad_edge.runtime import ops
+
+    samples = MVTecCategory(data).train_samples()[:3]
+    x_train = to_model_range(load_images(samples, 24, 1)).numpy()
+    x_deployed = ops.preprocess([read_image(s.path) for s in samples], 24, 1, "RGB")
+    np.testing.assert_allclose(x_train, x_deployed, rtol=0, atol=1e-6)

@@ -130,15 +130,16 @@ def has_masks(samples: Sequence[Sample]) -> bool:
 
 
 def load_images(samples: Sequence[Sample], size: int, channels: int) -> np.ndarray:
-    """(N, size, size, channels) uint8, RGB or gray, resized with the shared bilinear resize."""
+    """(N, size, size, channels) float32 pixel values 0..255, RGB or gray, resized with the shared
+    bilinear resize and not rounded: exactly what the Detector's pre-processing feeds the model, so
+    training and inference see the same numbers (`to_pixels` / `ops.preprocess`)."""
     if channels not in (1, 3):
         raise ConfigError(f"channels={channels} must be 1 or 3")
     if size < 1:
         raise ConfigError(f"size={size} must be a positive number of pixels")
-    out = np.empty((len(samples), size, size, channels), np.uint8)
+    out = np.empty((len(samples), size, size, channels), np.float32)
     for i, s in enumerate(samples):
-        x = resize_bilinear(to_channels(read_image(s.path), channels, color_order="RGB"), size)
-        out[i] = np.clip(np.rint(x), 0, 255)
+        out[i] = resize_bilinear(to_channels(read_image(s.path), channels, color_order="RGB"), size)
     return out
 
 

@@ -4,6 +4,11 @@ A Perlin-noise mask M chooses where; an anomaly source chooses what: the image i
 after photometric augmentations and a stripe/grid shuffle, a texture file of the user's
 (e.g. DTD), or a procedural texture when there is none (training must work without
 downloads). Blend: aug = x(1-M) + (1-b) src M + b x M, b ~ U(0.2, 0.8).
+
+Images are float32 pixel values 0..255 as the loader resizes them (no rounding: the model is
+trained on the numbers the Detector's pre-processing gives it); uint8 images are accepted too.
+Only the anomaly source is made from a rounded copy, since the photometric operations work on
+uint8; everything outside the mask, and the image's share b inside it, stays exact.
 """
 from __future__ import annotations
 
@@ -264,8 +269,8 @@ class AnomalySynthesizer:
 
     def _check(self, image: np.ndarray) -> None:
         s, c = self.image_size, self.channels
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != (s, s, c):
-            raise DataError(f"AnomalySynthesizer: expected a uint8 image of shape {(s, s, c)}, got "
+        if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.float32) or image.shape != (s, s, c):
+            raise DataError(f"AnomalySynthesizer: expected a uint8 or float32 image of shape {(s, s, c)}, got "
                             f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
 
     def _file_texture(self, rng: np.random.Generator) -> np.ndarray:
@@ -286,11 +291,12 @@ class AnomalySynthesizer:
         return random_photometric(texture, rng)  # as DRAEM does for its texture sources
 
     def _normal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, bool]:
-        return image.copy(), np.zeros((self.image_size, self.image_size), np.float32), False
+        return image.astype(np.float32), np.zeros((self.image_size, self.image_size), np.float32), False
 
     def _anomalous(self, image: np.ndarray, rng: np.random.Generator,
                    stem: Optional[str]) -> Tuple[np.ndarray, np.ndarray, bool]:
-        fg = self._foreground(image, stem)
+        rounded = image if image.dtype == np.uint8 else _to_uint8(image)
+        fg = self._foreground(rounded, stem)
         for _ in range(MASK_TRIES):
             mask = perlin_mask(self.image_size, rng)
             if fg is not None:
@@ -299,16 +305,16 @@ class AnomalySynthesizer:
                 break
         else:
             return self._normal(image)
-        src = self._source(image, rng).astype(np.float32)
+        src = self._source(rounded, rng).astype(np.float32)
         b = np.float32(rng.uniform(*BLEND_RANGE))
         x = image.astype(np.float32)
         m = mask[:, :, None]
         aug = x * (1 - m) + (1 - b) * src * m + b * x * m
-        return _to_uint8(aug), mask, True
+        return aug, mask, True
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator,
                  stem: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
-        """(augmented uint8 (S, S, C), mask float32 (S, S) in {0, 1}, is_anomalous)."""
+        """(augmented float32 (S, S, C) pixel values 0..255, mask float32 (S, S) in {0, 1}, is_anomalous)."""
         self._check(image)
         if rng.random() >= self.anomaly_prob:
             return self._normal(image)
@@ -328,6 +334,6 @@ class AnomalySynthesizer:
             aug, mask, _ = self._anomalous(image, rng, stems[i % len(stems)] if stems else None)
             mask_img = np.repeat((mask * 255).astype(np.uint8)[:, :, None], self.channels, axis=2)
             path = out_dir / f"synthetic_{i:03d}.png"
-            write_image(path, np.concatenate([aug, mask_img], axis=1))
+            write_image(path, np.concatenate([_to_uint8(aug), mask_img], axis=1))
             paths.append(path)
         return paths

@@ -159,7 +159,9 @@ class Distiller(Trainer):
         self.teacher, self.teacher_meta = load_teacher(opts.teacher, resolve_device(opts.device))
         tcfg = self.teacher.cfg
         size = opts.image_size or tcfg.image_size
-        super().__init__(opts.train_options(tcfg.channels, student_overrides(tcfg, size, opts.single_pass)))
+        student = opts.train_options(tcfg.channels, student_overrides(tcfg, size, opts.single_pass))
+        student.image_size = size  # the teacher's unless given, not the recipe's default for the device
+        super().__init__(student)
         self.tcfg, self.teacher_hash = tcfg, config_hash(tcfg)
         self.same_size = self.cfg.image_size == tcfg.image_size
         if self.same_size:

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from dad_edge.artifacts import checkpoint as ckpt
-from dad_edge.training.thresholds import quantile_thresholds
+from dad_edge.data.imageio import read_image
+from dad_edge.runtime.detector import Detector
+from dad_edge.training.thresholds import detector_thresholds
 from dad_edge.model.config import ModelConfig
 from dad_edge.data.mvtec import MVTecCategory, detect_channels, load_images
 from dad_edge.errors import CheckpointError, ConfigError, DataError, TrainingError
@@ -32,7 +34,7 @@ from dad_edge.model.losses import diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.diffusion_ad import DiffusionAD
 from dad_edge.data.synthetic import AnomalySynthesizer
-from dad_edge.training.batches import SyntheticBatches, to_model_range
+from dad_edge.training.batches import SyntheticBatches
 from dad_edge.training.ema import WeightAverage
 from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import lr_factor
@@ -75,6 +77,8 @@ class Trainer:
         # Decoded and resized once: the data set of one product fits in memory.
         self.train_images = load_images(train_samples, size, channels)
         self.val_images = load_images(val_samples, size, channels)
+        # At their own size: thresholds come from the Detector's own path (frame-size maps), as calibrate's.
+        self.val_frames = [read_image(s.path) for s in val_samples]
         workers = resolve_workers(opts.workers, self.device)
         self.train = SyntheticBatches(self.train_images, [s.path.stem for s in train_samples], self.synth,
                                       self.recipe.batch_size, opts.seed, shuffle=True, workers=workers)
@@ -256,17 +260,8 @@ class Trainer:
         """Write model.safetensors (or a snapshot) with thresholds from the held-out good images;
         `averaged`: with the EMA weights when EMA is on."""
         with self.evaluation_weights() if averaged else nullcontext(self.model):
-            self.model.eval()
-            maps, scores = [], []
-            x_all = to_model_range(self.val_images)
-            step = self.recipe.batch_size
-            for i in range(0, len(x_all), step):
-                out = self.model(self._input(x_all[i:i + step]))
-                maps.append(out.anomaly_map[:, 0].float().cpu().numpy())
-                scores.append(out.score.float().cpu().numpy())
-            self.model.train()
-            thresholds = quantile_thresholds(np.concatenate(scores), np.concatenate(maps),
-                                             self.opts.threshold_quantile)
+            with Detector.from_module(self.model, color_order="RGB", batch_size=self.recipe.batch_size) as det:
+                thresholds = detector_thresholds(det, self.val_frames, self.opts.threshold_quantile)
             record = self.training_record()
             record["weights"] = "average" if averaged and self.ema is not None else "last"
             if snapshot_minutes is not None:
