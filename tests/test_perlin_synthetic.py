@@ -182,3 +182,36 @@ def test_preview(tmp_path):
     sheet = read_image(paths[0])
     assert sheet.shape == (S, 2 * S, 3)
     assert set(np.unique(sheet[:, S:])) <= {0, 255}
+
+
+def test_band_mask_is_one_side_of_a_line_across_the_image():
+    from dad_edge.data.perlin import band_mask
+
+    for seed in range(12):
+        m = band_mask(S, np.random.default_rng(seed))
+        assert m.shape == (S, S) and m.dtype == np.float32 and set(np.unique(m)) <= {0.0, 1.0}
+        assert 0.03 < m.mean() < 0.6
+        # Anomalous side touches one border over its whole length; the opposite border is clean.
+        borders = [m[0], m[-1], m[:, 0], m[:, -1]]
+        assert sum(b.all() for b in borders) == 1 and sum(not b.any() for b in borders) >= 1
+    np.testing.assert_array_equal(band_mask(S, np.random.default_rng(3)), band_mask(S, np.random.default_rng(3)))
+    with pytest.raises(ConfigError, match="min_fraction"):
+        band_mask(S, np.random.default_rng(0), min_fraction=0.6, max_fraction=0.5)
+
+
+def test_band_anomalies_keep_the_images_texture():
+    img = _image(1)
+    synth = AnomalySynthesizer(S, 1, anomaly_prob=1.0, band_prob=1.0)
+    for seed in range(6):
+        aug, mask, anomalous = synth(img, np.random.default_rng(seed))
+        assert anomalous and mask.mean() > 0.03
+        np.testing.assert_array_equal(aug[mask == 0], img[mask == 0])
+        inside = mask == 1
+        # A finish change, not foreign content: what is inside stays correlated with the image.
+        assert np.corrcoef(aug[inside][:, 0], img[inside][:, 0])[0, 1] > 0.3 or aug[inside].std() < 5
+    # band_prob 0 draws nothing extra: the same samples as a synthesizer without the option.
+    a = AnomalySynthesizer(S, 1, anomaly_prob=1.0)(img, np.random.default_rng(9))
+    b = AnomalySynthesizer(S, 1, anomaly_prob=1.0, band_prob=0.0)(img, np.random.default_rng(9))
+    np.testing.assert_array_equal(a[0], b[0])
+    with pytest.raises(ConfigError, match="band_prob"):
+        AnomalySynthesizer(S, 1, band_prob=1.5)

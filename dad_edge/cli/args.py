@@ -65,6 +65,9 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--texture-dir", help="folder of texture images (e.g. DTD) as anomaly sources")
     p.add_argument("--foreground", help="'otsu', or a folder of foreground masks named like the images")
     p.add_argument("--anomaly-prob", type=float, default=0.5, help="fraction of synthetic anomalous samples")
+    p.add_argument("--band-prob", type=float, default=0.0,
+                   help="share of synthetic anomalies that are a large band of changed surface finish "
+                        "(large-area, low-contrast defects) instead of a Perlin blob (default 0)")
     p.add_argument("--threshold-quantile", type=float, default=0.99,
                    help="thresholds at this quantile of held-out good images")
     p.add_argument("--resume", action="store_true", help="go on from --out/train_state.safetensors")
@@ -81,5 +84,6 @@ def training_kwargs(args) -> dict:
         warmup_fraction=args.warmup_fraction, ema_decay=args.ema_decay, snapshot_minutes=args.snapshot_minutes,
         seed=args.seed, val_fraction=args.val_fraction,
         select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
-        foreground=args.foreground, anomaly_prob=args.anomaly_prob, threshold_quantile=args.threshold_quantile,
+        foreground=args.foreground, anomaly_prob=args.anomaly_prob, band_prob=args.band_prob,
+        threshold_quantile=args.threshold_quantile,
         resume=args.resume, progress=not args.quiet, workers=args.workers)

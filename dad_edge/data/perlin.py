@@ -61,3 +61,23 @@ def perlin_mask(size: int, rng: np.random.Generator, min_scale: int = 0, max_sca
     noise = cv2.warpAffine(noise, rot, (size, size), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     return (noise > threshold).astype(np.float32)
+
+
+def band_mask(size: int, rng: np.random.Generator, min_fraction: float = 0.1,
+              max_fraction: float = 0.5) -> np.ndarray:
+    """float32 (size, size) of 0/1: the part of the image beyond a wavy line across it.
+
+    Large-area defects (an uneven finish, a stain over one end of a part) are regions bounded by
+    a long edge rather than blobs; Perlin masks rarely take that shape. The line runs across the
+    image (horizontal or vertical), at a depth that leaves `min_fraction`..`max_fraction` of the
+    image on the anomalous side, with a low-frequency wiggle of a few percent of the side.
+    """
+    if not 0 < min_fraction <= max_fraction < 1:
+        raise ConfigError(f"band_mask: need 0 < min_fraction <= max_fraction < 1, got {min_fraction}, {max_fraction}")
+    depth = rng.uniform(min_fraction, max_fraction) * size
+    wiggle = perlin_noise((1, size), (1, int(rng.integers(1, 5))), rng)[0] * rng.uniform(0.0, 0.06) * size
+    edge = depth + wiggle  # (size,) boundary position along the line
+    pos = np.arange(size, dtype=np.float32)[:, None]  # distance into the image from the chosen side
+    mask = (pos < edge[None, :]).astype(np.float32)  # rows 0..edge: a band along the top
+    mask = np.rot90(mask, int(rng.integers(4)))  # from any of the four sides
+    return np.ascontiguousarray(mask)

@@ -20,7 +20,7 @@ import numpy as np
 
 from dad_edge.errors import ConfigError, DataError
 from dad_edge.data.imageio import list_images, read_image, read_mask, resize_mask, write_image
-from dad_edge.data.perlin import perlin_mask, perlin_noise
+from dad_edge.data.perlin import band_mask, perlin_mask, perlin_noise
 from dad_edge.data.preprocess import resize_bilinear, to_channels
 
 PathLike = Union[str, Path]
@@ -91,6 +91,21 @@ def _autocontrast(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 _GRAY_AUGMENTATIONS = (_brightness_contrast, _gamma, _invert, _posterize, _solarize, _sharpen,
                        _equalize, _autocontrast)
 _COLOR_AUGMENTATIONS = _GRAY_AUGMENTATIONS + (_hue_saturation,)
+
+
+def _blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _to_uint8(_per_channel(x.astype(np.float32), lambda c: cv2.GaussianBlur(c, (0, 0), rng.uniform(1.0, 3.0))))
+
+
+# A changed surface finish: the part's own texture, brighter or darker, flatter or rougher.
+_FINISH_CHANGES = (_brightness_contrast, _gamma, _sharpen, _blur)
+
+
+def finish_change(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One or two mild photometric changes that keep the image's own texture (no shuffle)."""
+    for i in rng.choice(len(_FINISH_CHANGES), size=int(rng.integers(1, 3)), replace=False):
+        x = _FINISH_CHANGES[i](x, rng)
+    return x
 
 
 def random_photometric(x: np.ndarray, rng: np.random.Generator, n: int = NUM_AUGMENTATIONS) -> np.ndarray:
@@ -211,18 +226,22 @@ class AnomalySynthesizer:
 
     def __init__(self, image_size: int, channels: int, texture_dir: Optional[PathLike] = None,
                  foreground: Optional[PathLike] = None, anomaly_prob: float = 0.5,
-                 self_source_prob: float = 0.5):
+                 self_source_prob: float = 0.5, band_prob: float = 0.0):
         if image_size < 8:
             raise ConfigError(f"image_size={image_size} must be at least 8")
         if channels not in (1, 3):
             raise ConfigError(f"channels={channels} must be 1 or 3")
-        for name, p in (("anomaly_prob", anomaly_prob), ("self_source_prob", self_source_prob)):
+        for name, p in (("anomaly_prob", anomaly_prob), ("self_source_prob", self_source_prob),
+                        ("band_prob", band_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"{name}={p} must be in [0, 1]")
         self.image_size = image_size
         self.channels = channels
         self.anomaly_prob = anomaly_prob
         self.self_source_prob = self_source_prob
+        # Share of anomalies that are a large band with a changed finish (band_mask + finish_change)
+        # instead of a Perlin blob of foreign content: large-area, low-contrast defects.
+        self.band_prob = band_prob
         # Texture files are listed now (to fail early) but read only when drawn.
         self.texture_dir = Path(texture_dir) if texture_dir is not None else None
         self._textures: List[Path] = []
@@ -297,15 +316,16 @@ class AnomalySynthesizer:
                    stem: Optional[str]) -> Tuple[np.ndarray, np.ndarray, bool]:
         rounded = image if image.dtype == np.uint8 else _to_uint8(image)
         fg = self._foreground(rounded, stem)
+        band = self.band_prob > 0 and rng.random() < self.band_prob  # no draw when off: same stream as before
         for _ in range(MASK_TRIES):
-            mask = perlin_mask(self.image_size, rng)
+            mask = band_mask(self.image_size, rng) if band else perlin_mask(self.image_size, rng)
             if fg is not None:
                 mask *= fg
             if mask.any():
                 break
         else:
             return self._normal(image)
-        src = self._source(rounded, rng).astype(np.float32)
+        src = (finish_change(rounded, rng) if band else self._source(rounded, rng)).astype(np.float32)
         b = np.float32(rng.uniform(*BLEND_RANGE))
         x = image.astype(np.float32)
         m = mask[:, :, None]

@@ -36,6 +36,7 @@ class TrainOptions:
     texture_dir: Optional[str] = None
     foreground: Optional[str] = None
     anomaly_prob: float = 0.5
+    band_prob: float = 0.0  # share of anomalies that are a large band with a changed finish (data/synthetic.py)
     threshold_quantile: float = 0.99
     resume: bool = False
     progress: bool = True

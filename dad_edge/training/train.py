@@ -73,7 +73,7 @@ class Trainer:
         self.cfg = opts.model_config(channels, self.recipe.image_size)
         size = self.cfg.image_size
         self.synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
-                                        anomaly_prob=opts.anomaly_prob)
+                                        anomaly_prob=opts.anomaly_prob, band_prob=opts.band_prob)
         # Decoded and resized once: the data set of one product fits in memory.
         self.train_images = load_images(train_samples, size, channels)
         self.val_images = load_images(val_samples, size, channels)
@@ -341,7 +341,8 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
     channels = opts.channels or detect_channels(samples)
     cfg = opts.model_config(channels, opts.recipe(resolve_device(opts.device).type).image_size)
     synth = AnomalySynthesizer(cfg.image_size, channels, texture_dir=opts.texture_dir,
-                               foreground=opts.foreground, anomaly_prob=opts.anomaly_prob)
+                               foreground=opts.foreground, anomaly_prob=opts.anomaly_prob,
+                               band_prob=opts.band_prob)
     chosen = samples[:n]
     images = load_images(chosen, cfg.image_size, channels)
     return synth.preview(images, n, Path(opts.out) / "preview", seed=opts.seed, stems=[s.path.stem for s in chosen])
