@@ -36,6 +36,17 @@ def test_cpu_defaults_are_small_images_and_large_rates():
     assert default_recipe("paper", 256, "cuda").lr_unet == 1e-4
 
 
+def test_the_data_sets_size_and_count_shape_the_recipe():
+    # Never larger than the images: 128 px photos train at 128 on a GPU too; sizes stay multiples of 32.
+    assert default_recipe("compact", 256, "cuda", data_side=128).image_size == 128
+    assert default_recipe("compact", 256, "cuda", data_side=200).image_size == 192
+    assert default_recipe("compact", 256, "cuda", data_side=40).image_size == 64
+    assert default_recipe("compact", 256, "cpu", data_side=600).image_size == 128
+    # A small set trains in batches of 8 (twice the steps), a large one in batches of 16.
+    assert default_recipe("compact", 256, "cpu", num_images=60).batch_size == 8
+    assert default_recipe("compact", 256, "cpu", num_images=686).batch_size == 16
+
+
 def test_options_override_the_recipe_and_bad_values_are_named():
     r = resolve_recipe("compact", 256, "cpu", image_size=256, lr_seg=5e-4, lr_schedule="constant")
     assert (r.image_size, r.lr_unet, r.lr_seg, r.lr_schedule) == (256, 1e-3, 5e-4, "constant")

@@ -103,10 +103,10 @@ def cmd_demo(args) -> int:
     data = build_demo_dataset(out / "data", texture=args.texture, size=128)
     print(f"[1/3] data set: {data} (real {args.texture} photographs; test defects: scratches, spots, cracks)")
     # A short CPU run: larger learning rates than the paper's 3000-epoch schedule.
-    opts = TrainOptions(data=str(data), out=str(out / "model"), preset="compact", image_size=128,
-                        epochs=args.epochs, minutes=args.minutes, batch_size=8, lr_unet=1e-3, lr_seg=1e-3,
-                        device=args.device, progress=not args.quiet)
-    print(f"[2/3] training compact at 128x128 for up to {args.minutes:g} min ...", flush=True)
+    # The defaults of `dad-edge train` (training/recipe.py): 128 px images, a small set in batches of 8.
+    opts = TrainOptions(data=str(data), out=str(out / "model"), preset="compact", epochs=args.epochs,
+                        minutes=args.minutes, device=args.device, progress=not args.quiet)
+    print(f"[2/3] training compact with the default recipe for up to {args.minutes:g} min ...", flush=True)
     model_path = train(opts)
     print(f"[3/3] evaluating {model_path} on the test split ...", flush=True)
     report = out / "report"

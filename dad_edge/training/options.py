@@ -68,10 +68,11 @@ class TrainOptions:
             raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in [0.5, 1)")
         return self
 
-    def recipe(self, device_type: str) -> Recipe:
-        """The default recipe for this preset on `device_type`, with every option set here in its place."""
+    def recipe(self, device_type: str, data_side: Optional[int] = None, num_images: Optional[int] = None) -> Recipe:
+        """The default recipe for this preset on `device_type` (and images of about `data_side`
+        pixels), with every option set here in its place."""
         return resolve_recipe(
-            self.preset, preset(self.preset).image_size, device_type, image_size=self.image_size,
+            self.preset, preset(self.preset).image_size, device_type, data_side, num_images, image_size=self.image_size,
             batch_size=self.batch_size, lr_unet=self.lr_unet, lr_seg=self.lr_seg, lr_schedule=self.lr_schedule,
             warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last)
 

@@ -51,6 +51,11 @@ def resolve_workers(workers: Optional[int], device: torch.device) -> int:
     return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def typical_side(samples, max_check: int = 16) -> int:
+    """Median longer side of the first images: what the recipe's image size should not exceed."""
+    return int(np.median([max(read_image(s.path).shape[:2]) for s in samples[:max_check]]))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,7 +74,7 @@ class Trainer:
             raise DataError(f"{Path(opts.data) / 'train' / 'good'}: holds {len(train_samples)} image; training "
                             "needs at least 2 good images (part is held out to select the model and set thresholds)")
         channels = opts.channels or detect_channels(train_samples)
-        self.recipe = opts.recipe(self.device.type)
+        self.recipe = opts.recipe(self.device.type, typical_side(train_samples), len(train_samples))
         self.cfg = opts.model_config(channels, self.recipe.image_size)
         size = self.cfg.image_size
         self.synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
@@ -339,7 +344,8 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
     category = MVTecCategory(opts.data)
     samples, _ = category.train_val_split(opts.val_fraction, opts.seed)
     channels = opts.channels or detect_channels(samples)
-    cfg = opts.model_config(channels, opts.recipe(resolve_device(opts.device).type).image_size)
+    recipe = opts.recipe(resolve_device(opts.device).type, typical_side(samples), len(samples))
+    cfg = opts.model_config(channels, recipe.image_size)
     synth = AnomalySynthesizer(cfg.image_size, channels, texture_dir=opts.texture_dir,
                                foreground=opts.foreground, anomaly_prob=opts.anomaly_prob,
                                band_prob=opts.band_prob)
