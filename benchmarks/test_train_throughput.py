@@ -15,19 +15,24 @@ from dad_edge.model.losses import diffusion_ad_loss
 from dad_edge.model.diffusion_ad import DiffusionAD
 
 CASES = [
-    pytest.param("compact", 128, 16, id="compact-128-b16"),
-    pytest.param("compact", 256, 8, id="compact-256-b8"),
-    pytest.param("paper", 256, 2, id="paper-256-b2", marks=pytest.mark.full),
+    pytest.param("compact", 128, 16, False, id="compact-128-b16"),
+    # The CPU recipe's layout (training/recipe.py): NHWC activations for oneDNN's convolutions.
+    pytest.param("compact", 128, 16, True, id="compact-128-b16-channels_last"),
+    pytest.param("compact", 256, 8, False, id="compact-256-b8"),
+    pytest.param("compact", 256, 8, True, id="compact-256-b8-channels_last"),
+    pytest.param("paper", 256, 2, False, id="paper-256-b2", marks=pytest.mark.full),
 ]
 
 
-@pytest.mark.parametrize("name,size,batch", CASES)
-def test_train_step_throughput(benchmark, machine, name, size, batch):
+@pytest.mark.parametrize("name,size,batch,channels_last", CASES)
+def test_train_step_throughput(benchmark, machine, name, size, batch, channels_last):
     torch.manual_seed(0)
     cfg = preset(name, image_size=size, channels=3)
     model = DiffusionAD(cfg).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.rand(batch, 3, size, size) * 2 - 1
+    x = (torch.rand(batch, 3, size, size) * 2 - 1).contiguous(memory_format=fmt)
     mask = (torch.rand(batch, 1, size, size) > 0.9).float()
     normal = torch.arange(batch) % 2 == 0
     t_s, t_l = torch.randint(0, 300, (batch,)), torch.randint(300, 1000, (batch,))
@@ -45,6 +50,8 @@ def test_train_step_throughput(benchmark, machine, name, size, batch):
     benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=warmup)
     images_per_s = batch / benchmark.stats.stats.mean
     benchmark.extra_info.update(preset=name, image_size=size, batch=batch, images_per_s=images_per_s,
+                                memory_format="channels_last" if channels_last else "contiguous",
                                 device=f"cpu ({machine}), {torch.get_num_threads()} threads", precision="fp32")
-    print(f"\n{name} {size}x{size} batch {batch}: {images_per_s:.2f} train images/s on {machine} (fp32)")
+    print(f"\n{name} {size}x{size} batch {batch} {'channels_last' if channels_last else 'contiguous'}: "
+          f"{images_per_s:.2f} train images/s on {machine} (fp32)")
     assert images_per_s > 0
