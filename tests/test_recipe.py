@@ -30,7 +30,7 @@ def data(tmp_path_factory) -> Path:
 
 def test_cpu_defaults_are_small_images_and_large_rates():
     r = default_recipe("compact", 256, "cpu")
-    assert (r.image_size, r.lr_unet, r.lr_seg, r.lr_schedule) == (128, 1e-3, 1e-3, "cosine")
+    assert (r.image_size, r.lr_unet, r.lr_seg, r.lr_schedule) == (128, 1e-3, 1e-3, "constant")
     g = default_recipe("compact", 256, "cuda")
     assert g.image_size == 256 and not g.channels_last
     assert default_recipe("paper", 256, "cuda").lr_unet == 1e-4
@@ -48,8 +48,8 @@ def test_the_data_sets_size_and_count_shape_the_recipe():
 
 
 def test_options_override_the_recipe_and_bad_values_are_named():
-    r = resolve_recipe("compact", 256, "cpu", image_size=256, lr_seg=5e-4, lr_schedule="constant")
-    assert (r.image_size, r.lr_unet, r.lr_seg, r.lr_schedule) == (256, 1e-3, 5e-4, "constant")
+    r = resolve_recipe("compact", 256, "cpu", image_size=256, lr_seg=5e-4, lr_schedule="cosine")
+    assert (r.image_size, r.lr_unet, r.lr_seg, r.lr_schedule) == (256, 1e-3, 5e-4, "cosine")
     with pytest.raises(ConfigError, match="lr_schedule='step'"):
         resolve_recipe("compact", 256, "cpu", lr_schedule="step")
     with pytest.raises(ConfigError, match="ema_decay=0.2"):
@@ -73,13 +73,14 @@ def test_the_recipe_is_recorded_and_the_cpu_run_uses_its_image_size(data, tmp_pa
     path = train(TrainOptions(data=str(data), out=str(tmp_path), epochs=1, **TINY))
     _, meta = read_tensors(path)
     recipe = meta["training"]["recipe"]
-    assert recipe["lr_unet"] == 1e-3 and recipe["lr_schedule"] == "cosine" and recipe["batch_size"] == 4
+    assert recipe["lr_unet"] == 1e-3 and recipe["lr_schedule"] == "constant" and recipe["batch_size"] == 4
     assert meta["model"]["image_size"] == 32  # tiny's own size is under the CPU cap
     assert meta["training"]["steps"] == 3  # 11 training images in batches of 4 (one held out)
 
 
 def test_the_schedule_reaches_the_optimizer(data, tmp_path):
-    tr = Trainer(TrainOptions(data=str(data), out=str(tmp_path), epochs=2, lr_unet=2e-3, **TINY))
+    tr = Trainer(TrainOptions(data=str(data), out=str(tmp_path), epochs=2, lr_unet=2e-3, lr_schedule="cosine",
+                              **TINY))
     tr.run()
     total = 2 * len(tr.train)
     assert tr.steps == total
@@ -116,7 +117,7 @@ class _StopsAfterFirstEpoch(Trainer):
 
 
 def test_interrupted_cosine_run_with_average_resumes_to_the_same_weights(data, tmp_path):
-    opts = dict(data=str(data), epochs=2, ema_decay=0.9, **TINY)
+    opts = dict(data=str(data), epochs=2, ema_decay=0.9, lr_schedule="cosine", **TINY)
     train(TrainOptions(out=str(tmp_path / "whole"), **opts))
     with pytest.raises(_Interrupted):
         _StopsAfterFirstEpoch(TrainOptions(out=str(tmp_path / "cut"), **opts)).run()

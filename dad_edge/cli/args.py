@@ -49,7 +49,7 @@ def add_training_arguments(p, what: str = "training") -> None:
                    "and device, see training/recipe.py)")
     p.add_argument("--lr-seg", type=float, help="segmentation-net learning rate (default: the recipe's)")
     p.add_argument("--lr-schedule", choices=("cosine", "constant"),
-                   help="after a short warm-up: cosine decay to 0 over the budget (default) or constant")
+                   help="after a short warm-up: constant (default) or a cosine decay to 0 over the budget")
     p.add_argument("--warmup", type=float, dest="warmup_fraction", metavar="FRACTION",
                    help="linear warm-up over this fraction of the budget (default 0.02)")
     p.add_argument("--ema", type=float, dest="ema_decay", metavar="DECAY",

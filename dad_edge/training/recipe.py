@@ -2,9 +2,12 @@
 
 The paper's rates (Adam 1e-4 U-Net, 1e-5 segmentation, constant, 3000 epochs at 256x256) assume
 days of GPU time. A CPU run of half an hour sees about 15,000 images, so the defaults depend on the
-device: smaller images and larger rates on a CPU, with a short warm-up and a cosine decay over the
-whole budget (in epochs or minutes, whichever ends first) so that the last weights are annealed
-rather than caught mid-stride. Every field an option leaves unset is filled here, and the filled-in
+device: smaller images and larger rates on a CPU, after a short warm-up. A cosine decay over the
+whole budget (in epochs or minutes, whichever ends first) is an option (`--lr-schedule cosine`);
+it is not the default because on the magnetic-tile learning curves (benchmarks/README.md) the
+constant rate was as good or better at CPU budgets: the models are still learning when the
+budget ends, and decaying the rate slows them. Every field an option leaves unset is filled here,
+and the filled-in
 recipe is recorded in the checkpoint (`training.recipe`), so a run says how it was trained.
 """
 from __future__ import annotations
@@ -51,12 +54,12 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
         preset_size = min(preset_size, max(64, data_side // SIZE_STEP * SIZE_STEP))
     if preset_name == "paper":
         # 131.7 M + 28.4 M parameters: the paper's rates are the stable ones at this width.
-        return Recipe(preset_size, batch, 1e-4, 1e-4, "cosine", 0.02, 0.0, device_type == "cpu")
+        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu")
     if device_type == "cpu":
         # 128x128 is what a 2-core CPU trains for enough epochs in half an hour (4x fewer pixels than 256).
         size = min(preset_size, 128)
-        return Recipe(size, batch, 1e-3, 1e-3, "cosine", 0.02, 0.0, True)
-    return Recipe(preset_size, batch, 1e-3, 1e-3, "cosine", 0.02, 0.0, False)
+        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True)
+    return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False)
 
 
 def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_side: Optional[int] = None,
