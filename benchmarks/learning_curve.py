@@ -126,6 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="JSON with every row")
     p.add_argument("--every", type=int, default=1, help="evaluate every N-th snapshot (the final model always)")
+    p.add_argument("--last-only", action="store_true", help="only the last snapshot (and the final model)")
     p.add_argument("--weights", choices=("all", "last", "average"), default="all",
                    help="which snapshots of an EMA run to evaluate (file suffix _ema = average)")
     args = p.parse_args(argv)
@@ -143,7 +144,8 @@ def main(argv=None) -> int:
             paths = [q for q in paths if q.stem.endswith("_ema") == (args.weights == "average")
                      or q.name == "model.safetensors"]
         plain = [q for q in paths if q.name != "model.safetensors"]
-        chosen = plain[::args.every] + [q for q in paths if q.name == "model.safetensors"]
+        chosen = (plain[-1:] if args.last_only else plain[::args.every]) + \
+            [q for q in paths if q.name == "model.safetensors"]
         masks_cache = {}
         for path in chosen:
             t0 = time.time()
