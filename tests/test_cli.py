@@ -52,6 +52,40 @@ def test_train_on_a_folder_without_train_good(model, capsys):
     _one_line_error(capsys.readouterr().err, "dad-edge train: error:", str(model.parent), "train/good")
 
 
+def test_train_out_that_is_a_file_exits_2_naming_it(data, tmp_path, capsys):
+    """An existing file as --out (or a file among its parents) is a one-line error, before any data is read."""
+    taken = tmp_path / "model.safetensors"
+    taken.write_bytes(b"not a folder")
+    for out in (taken, taken / "run"):
+        code = main(["train", "--data", str(data), "--out", str(out), "--preset", "tiny", "--epochs", "1",
+                     "--device", "cpu", "--quiet"])
+        assert code == 2
+        _one_line_error(capsys.readouterr().err, "dad-edge train: error:", str(taken), "is a file")
+    assert taken.read_bytes() == b"not a folder"  # left as it was
+
+
+def test_eval_says_which_defect_folders_lack_masks(model, data, tmp_path, capsys):
+    """Without ground truth for some defect folders the pixel metrics are left out, and eval says why."""
+    partial = tmp_path / "partial"
+    shutil.copytree(data, partial)
+    shutil.rmtree(partial / "ground_truth" / "crack")
+    shutil.rmtree(partial / "ground_truth" / "spot")
+    assert main(["eval", str(model), "--data", str(partial), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    note = [line for line in printed.splitlines() if line.startswith("pixel metrics not computed")]
+    assert len(note) == 1, printed
+    assert "6 defect images" in note[0]
+    assert f"{partial / 'test' / 'crack'} (3)" in note[0] and f"{partial / 'test' / 'spot'} (3)" in note[0]
+    assert "scratch" not in note[0]
+    assert main(["eval", str(model), "--data", str(partial), "--device", "cpu", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["pixel_auroc"] is None and m["image_auroc"] is not None
+    assert m["images_without_masks"] == {str(partial / "test" / "crack"): 3, str(partial / "test" / "spot"): 3}
+    # With every mask present there is no such note.
+    assert main(["eval", str(model), "--data", str(data), "--device", "cpu"]) == 0
+    assert "pixel metrics not computed" not in capsys.readouterr().out
+
+
 def test_info_paper_json(capsys):
     assert main(["info", "--preset", "paper", "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()

@@ -142,10 +142,10 @@ def test_student_learns_the_teacher_on_a_fixed_batch(teacher, data, tmp_path, si
     with torch.no_grad():
         for p in d.teacher.unet.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen).to(p.device))  # the teacher is on CUDA if any
-    x, mask, normal = next(d.train.epoch(0))
+    batch = next(d.train.epoch(0))
     losses = []
     for _ in range(12):
-        terms = d._loss(x, mask, normal, torch.Generator().manual_seed(0))  # same noise and timesteps each step
+        terms = d._loss(batch, torch.Generator().manual_seed(0))  # same noise and timesteps each step
         d.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         d.optimizer.step()
@@ -158,8 +158,8 @@ def test_student_learns_the_teacher_on_a_fixed_batch(teacher, data, tmp_path, si
 
 def test_segmentation_distill_adds_the_teacher_map_term(teacher, data, tmp_path):
     d = Distiller(_opts(teacher, data, tmp_path, segmentation="distill"))
-    x, mask, normal = next(d.train.epoch(0))
-    terms = d._loss(x, mask, normal, torch.Generator().manual_seed(0))
+    batch = next(d.train.epoch(0))
+    terms = d._loss(batch, torch.Generator().manual_seed(0))
     assert float(terms.seg_distill) > 0
     assert float(terms.total) == pytest.approx(float(terms.noise + 5 * terms.focal + terms.smooth_l1
                                                      + terms.seg_distill), rel=1e-5)

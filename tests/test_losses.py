@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dad_edge.model.losses import FOCAL_WEIGHT, diffusion_ad_loss, focal_loss, noise_mse
+from dad_edge.model.losses import FOCAL_WEIGHT, clean_noise_target, diffusion_ad_loss, focal_loss, noise_mse
 
 
 def _pair(b=4, seed=0):
@@ -114,3 +114,31 @@ def test_total_without_normal_samples_has_no_noise_term_and_gradients_flow():
     terms.total.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     assert torch.equal(eps.grad, torch.zeros_like(eps))
+
+
+def test_clean_noise_target_denoises_the_anomalous_image_into_the_clean_one():
+    g = torch.Generator().manual_seed(3)
+    clean = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    x = clean.clone()
+    x[1:, :, 2:5, 2:5] = -0.9  # two samples with an anomaly, one normal
+    noise = torch.randn(x.shape, generator=g)
+    abar = torch.tensor([0.4, 0.2, 0.01])
+    a = abar.reshape(-1, 1, 1, 1)
+    x_t = a.sqrt() * x + (1 - a).sqrt() * noise
+    target = clean_noise_target(noise, x, clean, abar)
+    x0_hat = (x_t - (1 - a).sqrt() * target) / a.sqrt()  # one-step denoising with the target as prediction
+    assert torch.allclose(x0_hat, clean, atol=1e-5)
+    assert torch.equal(target[0], noise[0])  # normal sample: the drawn noise
+    assert not torch.allclose(target[1], noise[1])
+
+
+def test_large_target_on_all_samples_counts_the_anomalous_ones_at_the_large_scale_only():
+    g = torch.Generator().manual_seed(4)
+    eps_s, eps_l, n_s, n_l = (torch.randn(2, 1, 4, 4, generator=g) for _ in range(4))
+    logits, mask = torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    normal = torch.tensor([True, False])
+    terms = diffusion_ad_loss(eps_s, eps_l, n_s, n_l, logits, mask, normal, large_on_all=True)
+    expected = ((eps_s[0] - n_s[0]) ** 2).mean() + ((eps_l - n_l) ** 2).mean()
+    assert terms.noise.item() == pytest.approx(expected.item(), rel=1e-6)
+    paper = diffusion_ad_loss(eps_s, eps_l, n_s, n_l, logits, mask, normal)
+    assert paper.noise.item() != pytest.approx(terms.noise.item(), rel=1e-3)

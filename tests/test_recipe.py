@@ -54,6 +54,9 @@ def test_options_override_the_recipe_and_bad_values_are_named():
         resolve_recipe("compact", 256, "cpu", lr_schedule="step")
     with pytest.raises(ConfigError, match="ema_decay=0.2"):
         resolve_recipe("compact", 256, "cpu", ema_decay=0.2)
+    with pytest.raises(ConfigError, match="large_target='image'"):
+        resolve_recipe("compact", 256, "cpu", large_target="image")
+    assert default_recipe("compact", 256, "cpu").large_target in ("noise", "clean")
     with pytest.raises(ConfigError, match="batch_size=1"):
         TrainOptions(data="x", out="y", epochs=1, batch_size=1).validate()
 
@@ -88,6 +91,34 @@ def test_the_schedule_reaches_the_optimizer(data, tmp_path):
     expected = 2e-3 * lr_factor((total - 1) / total, "cosine", tr.recipe.warmup_fraction)
     assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
     assert expected < 2e-3 * 0.5
+
+
+def test_clean_large_target_trains_the_large_scale_to_remove_the_anomalies(data, tmp_path):
+    """With large_target="clean" the large-scale noise term is measured against the noise that
+    denoises each anomalous sample into its clean image; with "noise" those samples are left out."""
+    from dad_edge.model.losses import clean_noise_target
+
+    terms = {}
+    for target in ("noise", "clean"):
+        tr = Trainer(TrainOptions(data=str(data), out=str(tmp_path / target), epochs=1, large_target=target, **TINY))
+        assert tr.recipe.large_target == target
+        batch = next(b for b in tr.train.epoch(0) if not b.normal.all())
+        torch.manual_seed(0)
+        with torch.no_grad():
+            terms[target] = tr._loss(batch, torch.Generator().manual_seed(5))
+            # The same noise and timesteps again, to compute the expected term by hand.
+            gen = torch.Generator().manual_seed(5)
+            t_s, t_l = tr._timesteps(batch.image.shape[0], gen)
+            n_s, n_l = torch.randn(batch.image.shape, generator=gen), torch.randn(batch.image.shape, generator=gen)
+            rec = tr.model.reconstruct(batch.image, t_s, t_l, n_s, n_l)
+        small = ((rec.eps_small - n_s) ** 2).flatten(1).mean(1)[batch.normal].mean()
+        if target == "clean":
+            goal = clean_noise_target(n_l, batch.image, batch.clean, tr.model.alphas_cumprod[t_l])
+            large = ((rec.eps_large - goal) ** 2).mean()
+        else:
+            large = ((rec.eps_large - n_l) ** 2).flatten(1).mean(1)[batch.normal].mean()
+        assert float(terms[target].noise) == pytest.approx(float(small + large), rel=1e-5)
+    assert float(terms["clean"].noise) != pytest.approx(float(terms["noise"].noise), rel=1e-3)
 
 
 # -- weight average ---------------------------------------------------------------------------

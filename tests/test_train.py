@@ -212,12 +212,20 @@ def test_synthetic_batches_are_a_function_of_seed_and_epoch(data):
     sb, e0 = batches(0, 0)
     assert len(sb) == 3 and [len(b[0]) for b in e0] == [4, 4, 3]  # 11 images
     _, again = batches(0, 0)
-    for (x, m, n), (x2, m2, n2) in zip(e0, again):
-        assert torch.equal(x, x2) and torch.equal(m, m2) and torch.equal(n, n2)
-    x, m, n = e0[0]
-    assert x.shape == (4, 1, 32, 32) and m.shape == (4, 1, 32, 32) and n.dtype == torch.bool
+    for a, b in zip(e0, again):
+        assert all(torch.equal(u, v) for u, v in zip(a, b))
+    x, m, n, clean = e0[0]
+    assert x.shape == clean.shape == (4, 1, 32, 32) and m.shape == (4, 1, 32, 32) and n.dtype == torch.bool
     assert x.min() >= -1 and x.max() <= 1
     assert all(float(m[i].sum()) == 0 for i in range(4) if n[i])  # normal samples have empty masks
+    # `clean` is the normal image each sample was made from: equal to it outside the mask, and
+    # equal to the whole sample when the sample is normal.
+    batches_flat = [b for b in e0]
+    for b in batches_flat:
+        outside = (b.mask == 0).expand_as(b.image)
+        assert torch.equal(b.image[outside], b.clean[outside])
+        assert all(torch.equal(b.image[i], b.clean[i]) for i in range(len(b.normal)) if b.normal[i])
+        assert any(not torch.equal(b.image[i], b.clean[i]) for i in range(len(b.normal)) if not b.normal[i])
     # Another epoch (or seed): other order and other synthetic anomalies.
     _, e1 = batches(0, 1)
     _, s1 = batches(1, 0)

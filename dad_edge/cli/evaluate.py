@@ -48,6 +48,11 @@ def print_metrics(m) -> None:
     for name, r in rows:
         print(f"{name:12s}" + "".join(f"{_pct(r.get(k)):>13s}" for k in keys) + f"   {r.get('num_images')}")
     print(f"(percent; AU-PRO: {m.get('au_pro_definition')})")
+    missing = m.get("images_without_masks") or {}
+    if missing:
+        where = ", ".join(f"{folder} ({n})" for folder, n in sorted(missing.items()))
+        print(f"pixel metrics not computed: {sum(missing.values())} defect images have no ground-truth mask: "
+              f"{where}; add ground_truth/<defect>/<stem>_mask.png for each to get them")
 
 
 # -- info -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import List
+from typing import List, NamedTuple
 
 import numpy as np
 import torch
@@ -17,8 +17,15 @@ def to_model_range(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() * SCALE + OFFSET
 
 
+class TrainingBatch(NamedTuple):
+    image: torch.Tensor  # (B, C, S, S) in [-1, 1]: the synthetic anomaly, or the normal image unchanged
+    mask: torch.Tensor  # (B, 1, S, S) in {0, 1}
+    normal: torch.Tensor  # (B,) bool
+    clean: torch.Tensor  # (B, C, S, S) in [-1, 1]: the normal image the sample was made from
+
+
 class SyntheticBatches:
-    """Deterministic batches of (image in [-1, 1], mask, is_normal): a function of (seed, epoch).
+    """Deterministic TrainingBatch es (image, mask, normal, clean): a function of (seed, epoch).
 
     Each sample's anomaly depends only on (seed, epoch, index), so with `workers` > 0 the samples
     are made by a thread pool (OpenCV and numpy release the GIL) and the next batch is prepared
@@ -37,12 +44,12 @@ class SyntheticBatches:
 
     def _sample(self, epoch: int, i: int):
         rng = np.random.default_rng([self.seed, epoch, i])
-        return self.synth(self.images[i], rng, self.stems[i])
+        return self.synth(self.images[i], rng, self.stems[i]) + (i,)
 
-    def _collate(self, samples):
-        augs, masks, anomalous = zip(*samples)
-        return (to_model_range(np.stack(augs)), torch.from_numpy(np.stack(masks))[:, None],
-                torch.tensor([not a for a in anomalous]))
+    def _collate(self, samples) -> TrainingBatch:
+        augs, masks, anomalous, index = zip(*samples)
+        return TrainingBatch(to_model_range(np.stack(augs)), torch.from_numpy(np.stack(masks))[:, None],
+                             torch.tensor([not a for a in anomalous]), to_model_range(np.stack([self.images[i] for i in index]).astype(np.float32)))
 
     def _batches(self, epoch: int):
         n = len(self.images)

@@ -253,8 +253,8 @@ class Distiller(Trainer):
             l_seg_distill = F.binary_cross_entropy_with_logits(logits.float(), target)
         return l_focal, l_smooth, l_seg_distill
 
-    def _loss(self, x, mask, normal, gen: torch.Generator) -> DistillTerms:
-        x, mask = x.to(self.device), mask.to(self.device)
+    def _loss(self, batch, gen: torch.Generator) -> DistillTerms:
+        x, mask = batch.image.to(self.device), batch.mask.to(self.device)
         ev = self._eval_inputs(x.shape[0], gen)
         xt = resize(x, self.tcfg.image_size)
         if self.cfg.denoiser == "single_pass":

@@ -60,6 +60,18 @@ def predict_test_set(detector: Detector, samples: Sequence[Sample], progress: bo
     return Predictions(list(samples), np.concatenate(maps), np.concatenate(scores), masks)
 
 
+def images_without_masks(samples: Sequence[Sample], root: Path) -> Dict[str, int]:
+    """{test/<defect> folder: defect images in it that have no ground-truth mask}; empty when all have one.
+
+    Pixel metrics need a mask for every defect image; without one they are left out (None)."""
+    counts: Dict[str, int] = {}
+    for s in samples:
+        if s.label == 1 and s.mask_path is None:
+            key = str(root / "test" / s.defect_type)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int = 4,
              progress: bool = False) -> Dict[str, object]:
     """Metrics of `detector` over the test split of `data_root`; with `out_dir`, also
@@ -67,6 +79,7 @@ def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int
     category = MVTecCategory(data_root)
     preds = predict_test_set(detector, category.test_samples(), progress)
     metrics = compute_metrics(preds.labels, preds.scores, preds.masks, preds.maps, preds.defect_types)
+    metrics["images_without_masks"] = images_without_masks(preds.samples, Path(data_root))
     metrics["data"] = str(Path(data_root).resolve())
     metrics["image_size"] = detector.config.image_size
     if out_dir is not None:

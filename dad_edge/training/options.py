@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
@@ -28,6 +29,7 @@ class TrainOptions:
     warmup_fraction: Optional[float] = None
     ema_decay: Optional[float] = None  # 0: off
     channels_last: Optional[bool] = None
+    large_target: Optional[str] = None  # "noise" | "clean" (training/recipe.py LARGE_TARGETS)
     seed: int = 0
     val_fraction: float = 0.1
     select: str = "val"  # "val": lowest validation loss; "last": the last epoch
@@ -51,6 +53,14 @@ class TrainOptions:
             raise ConfigError(f"epochs={self.epochs} must be >= 1")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"minutes={self.minutes} must be > 0")
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out}: is a file; the run writes a folder there (model.safetensors, "
+                              "train_state.safetensors, ...): pass a new or existing folder")
+        blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ConfigError(f"--out {out}: {blocking} is a file, so the folder cannot be made there; "
+                              "pass a path under a folder")
         if self.snapshot_minutes is not None and not self.snapshot_minutes > 0:
             raise ConfigError(f"snapshot_minutes={self.snapshot_minutes} must be > 0")
         self.recipe("cpu")  # the recipe's own checks (batch size, rates, schedule, EMA)
@@ -74,7 +84,8 @@ class TrainOptions:
         return resolve_recipe(
             self.preset, preset(self.preset).image_size, device_type, data_side, num_images, image_size=self.image_size,
             batch_size=self.batch_size, lr_unet=self.lr_unet, lr_seg=self.lr_seg, lr_schedule=self.lr_schedule,
-            warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last)
+            warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last,
+            large_target=self.large_target)
 
     def model_config(self, channels: int, image_size: Optional[int] = None) -> ModelConfig:
         changes = dict(self.model_overrides)

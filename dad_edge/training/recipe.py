@@ -19,6 +19,12 @@ from typing import Any, Dict, Optional
 from dad_edge.errors import ConfigError
 
 LR_SCHEDULES = ("cosine", "constant")
+# What the large-scale U-Net pass learns on an anomalous sample (normal samples: the drawn noise).
+# "noise": nothing (the paper: its noise loss covers normal samples only, so removing anomalies is
+# left to the denoiser's prior, which a short run has not formed: |x - x0_ng| stays at chance).
+# "clean": the noise that turns x_t back into the clean image, so the large scale learns to remove
+# anomalies outright (as DRAEM's reconstruction net does). The small scale always keeps "noise".
+LARGE_TARGETS = ("noise", "clean")
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class Recipe:
     warmup_fraction: float  # of the budget, linear from 0
     ema_decay: float  # exponential moving average of the weights for validation and the saved model; 0 = off
     channels_last: bool  # NHWC activations: faster convolutions with oneDNN on the CPU
+    large_target: str = "noise"  # one of LARGE_TARGETS
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -67,12 +74,12 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
                    batch_size: Optional[int] = None, lr_unet: Optional[float] = None,
                    lr_seg: Optional[float] = None, lr_schedule: Optional[str] = None,
                    warmup_fraction: Optional[float] = None, ema_decay: Optional[float] = None,
-                   channels_last: Optional[bool] = None) -> Recipe:
+                   channels_last: Optional[bool] = None, large_target: Optional[str] = None) -> Recipe:
     """The default recipe with every option the user set (not None) taking its place, validated."""
     base = default_recipe(preset_name, preset_size, device_type, data_side, num_images)
     given = dict(image_size=image_size, batch_size=batch_size, lr_unet=lr_unet, lr_seg=lr_seg,
                  lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, ema_decay=ema_decay,
-                 channels_last=channels_last)
+                 channels_last=channels_last, large_target=large_target)
     recipe = Recipe(**{k: (getattr(base, k) if v is None else v) for k, v in given.items()})
     validate_recipe(recipe)
     return recipe
@@ -84,6 +91,7 @@ def validate_recipe(r: Recipe) -> None:
         (r.lr_unet > 0 and r.lr_seg > 0, f"learning rates must be > 0 (lr_unet={r.lr_unet}, lr_seg={r.lr_seg})"),
         (r.lr_schedule in LR_SCHEDULES, f"lr_schedule={r.lr_schedule!r} must be one of {LR_SCHEDULES}"),
         (0 <= r.warmup_fraction < 1, f"warmup_fraction={r.warmup_fraction} must be in [0, 1)"),
+        (r.large_target in LARGE_TARGETS, f"large_target={r.large_target!r} must be one of {LARGE_TARGETS}"),
         (r.ema_decay == 0 or 0.5 <= r.ema_decay < 1, f"ema_decay={r.ema_decay} must be 0 (off) or in [0.5, 1)"),
     ]
     for ok, message in checks:

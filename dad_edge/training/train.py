@@ -30,11 +30,11 @@ from dad_edge.training.thresholds import detector_thresholds
 from dad_edge.model.config import ModelConfig
 from dad_edge.data.mvtec import MVTecCategory, detect_channels, load_images
 from dad_edge.errors import CheckpointError, ConfigError, DataError, TrainingError
-from dad_edge.model.losses import diffusion_ad_loss
+from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.diffusion_ad import DiffusionAD
 from dad_edge.data.synthetic import AnomalySynthesizer
-from dad_edge.training.batches import SyntheticBatches
+from dad_edge.training.batches import SyntheticBatches, TrainingBatch
 from dad_edge.training.ema import WeightAverage
 from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import lr_factor
@@ -123,14 +123,18 @@ class Trainer:
         x = x.to(self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.recipe.channels_last else x
 
-    def _loss(self, x, mask, normal, gen: torch.Generator):
-        x, mask, normal = self._input(x), mask.to(self.device), normal.to(self.device)
+    def _loss(self, batch: TrainingBatch, gen: torch.Generator):
+        x, mask, normal = self._input(batch.image), batch.mask.to(self.device), batch.normal.to(self.device)
         t_s, t_l = self._timesteps(x.shape[0], gen)
         noise_s = torch.randn(x.shape, generator=gen).to(self.device)
         noise_l = torch.randn(x.shape, generator=gen).to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             rec = self.model.reconstruct(x, t_s, t_l, noise_s, noise_l)
-        return diffusion_ad_loss(rec.eps_small, rec.eps_large, noise_s, noise_l, rec.seg_logits, mask, normal)
+        clean = self.recipe.large_target == "clean"
+        target_l = (clean_noise_target(noise_l, x, self._input(batch.clean), self.model.alphas_cumprod[t_l])
+                    if clean else noise_l)
+        return diffusion_ad_loss(rec.eps_small, rec.eps_large, noise_s, target_l, rec.seg_logits, mask, normal,
+                                 large_on_all=clean)
 
     def evaluation_weights(self):
         """The weights validation and the saved model use: the running average when EMA is on."""
@@ -159,9 +163,9 @@ class Trainer:
         self.model.eval()
         gen = torch.Generator().manual_seed(self.opts.seed + 2)
         total, count = 0.0, 0
-        for x, mask, normal in self.val.epoch(0):
-            total += float(self._loss(x, mask, normal, gen).total) * x.shape[0]
-            count += x.shape[0]
+        for batch in self.val.epoch(0):
+            total += float(self._loss(batch, gen).total) * batch.image.shape[0]
+            count += batch.image.shape[0]
         self.model.train()
         return total / max(count, 1)
 
@@ -186,9 +190,9 @@ class Trainer:
             # A live bar on a terminal; logs and CI get the one line per epoch below.
             bar = tqdm(total=len(self.train), desc=f"epoch {self.epoch + 1}", leave=False, dynamic_ncols=True,
                        disable=not (opts.progress and sys.stderr.isatty()))
-            for x, mask, normal in self.train.epoch(self.epoch):
+            for batch in self.train.epoch(self.epoch):
                 self._set_lr(self.elapsed + time.time() - start)
-                terms = self._loss(x, mask, normal, gen)
+                terms = self._loss(batch, gen)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(terms.total).backward()
                 self.scaler.step(self.optimizer)
@@ -201,7 +205,7 @@ class Trainer:
                     raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}; lower the learning "
                                              "rates (--lr-unet/--lr-seg) or use --resume from the last good state")
                 losses.append(loss)
-                seen += x.shape[0]
+                seen += batch.image.shape[0]
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", noise=f"{float(terms.noise.detach()):.4f}",
                                 img_s=f"{seen / max(time.time() - start, 1e-9):.1f}")
