@@ -61,6 +61,7 @@ def add_info(sub) -> None:
     p = sub.add_parser("info", help="parameters and GFLOPs of a preset or a model file")
     p.add_argument("model", nargs="?", help="a model.safetensors (default: --preset)")
     p.add_argument("--preset", default="compact")
+    p.add_argument("--backbone", help="unet | dit: the preset's variant with this eps-predictor (NAME-dit)")
     p.add_argument("--image-size", type=positive_int)
     p.add_argument("--channels", type=channels, default=None)
     p.add_argument("--json", action="store_true")
@@ -68,7 +69,7 @@ def add_info(sub) -> None:
 
 
 def cmd_info(args) -> int:
-    from dad_edge.model.config import preset
+    from dad_edge.model.config import backbone_variant, preset
     from dad_edge.model.info import model_info
 
     if args.model:
@@ -83,14 +84,18 @@ def cmd_info(args) -> int:
             changes["image_size"] = args.image_size
         if args.channels:
             changes["channels"] = args.channels
-        cfg, name = preset(args.preset, **changes), args.preset
+        if args.backbone:
+            changes["backbone"] = args.backbone
+        cfg = preset(args.preset, **changes)
+        name = backbone_variant(args.preset, args.backbone) if args.backbone else args.preset
     info = {"model": name, **model_info(cfg), "config": cfg.to_dict()}
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"{name}: {info['params'] / 1e6:.2f} M parameters (U-Net {info['params_unet'] / 1e6:.2f} M, "
+        net = "DiT" if cfg.backbone == "dit" else "U-Net"
+        print(f"{name}: {info['params'] / 1e6:.2f} M parameters ({net} {info['params_unet'] / 1e6:.2f} M, "
               f"segmentation {info['params_seg'] / 1e6:.2f} M); {info['gflops']:.2f} GFLOPs per "
-              f"{cfg.image_size}x{cfg.image_size} image (U-Net x{info['unet_passes']} "
+              f"{cfg.image_size}x{cfg.image_size} image ({net} x{info['unet_passes']} "
               f"{info['gflops_unet']:.2f} + segmentation {info['gflops_seg']:.2f}; "
               f"{info['flops_counting']})")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from dad_edge.errors import ConfigError
 
@@ -35,7 +35,19 @@ class SegConfig:
     widths: Tuple[int, ...] = (64, 128, 256, 512, 512, 512)  # encoder widths, one max-pool between
 
 
+@dataclass(frozen=True)
+class DiTConfig:
+    """The Diffusion Transformer eps-predictor (Peebles & Xie 2023), on pixels rather than latents."""
+
+    patch_size: int = 8  # side of the square patches that become tokens: (image_size / p)**2 tokens
+    hidden: int = 768  # token width (a multiple of 4: the 2-D sin-cos position embedding splits it in 4)
+    depth: int = 12  # transformer blocks
+    heads: int = 12  # attention heads (must divide hidden)
+    mlp_ratio: float = 4.0  # width of each block's MLP, as a multiple of hidden
+
+
 DENOISERS = ("two_pass", "single_pass")
+BACKBONES = ("unet", "dit")  # the eps-predictor's architecture: UNetConfig or DiTConfig
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,11 @@ class ModelConfig:
 
     image_size: int = 256  # square input side the networks run at
     channels: int = 3  # 3 = RGB, 1 = grayscale
-    unet: UNetConfig = field(default_factory=UNetConfig)
+    # The eps-predictor: "unet" builds from `unet`, "dit" from `dit`; the other section is None
+    # (and absent from to_dict), so no config carries a network it does not build.
+    backbone: str = "unet"
+    unet: Optional[UNetConfig] = field(default_factory=UNetConfig)
+    dit: Optional[DiTConfig] = None
     seg: SegConfig = field(default_factory=SegConfig)
     num_timesteps: int = 1000  # T of the linear beta schedule
     beta_start: float = 1e-4
@@ -62,26 +78,14 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         """Raise ConfigError naming the first bad field; return self when all is well."""
-        u, s = self.unet, self.seg
+        self._validate_backbone()
+        s = self.seg
+        unit, name = self.backbone_size_unit()
         checks = [
-            (u.patch_size in (1, 2, 4, 8), f"unet.patch_size={u.patch_size} must be 1, 2, 4 or 8"),
-            (self.image_size >= 32 and self.image_size % (u.patch_size * 2 ** (len(u.channel_mult) - 1)) == 0
-             and self.image_size % 2 ** (len(s.widths) - 1) == 0,
-             f"image_size={self.image_size} must be >= 32 and divisible by patch_size * 2**(levels-1) of the "
-             f"U-Net ({u.patch_size * 2 ** (len(u.channel_mult) - 1)}) and 2**(levels-1) of the "
-             f"segmentation net ({2 ** (len(s.widths) - 1)})"),
+            (self.image_size >= 32 and self.image_size % unit == 0 and self.image_size % 2 ** (len(s.widths) - 1) == 0,
+             f"image_size={self.image_size} must be >= 32 and divisible by {name} ({unit}) and 2**(levels-1) of "
+             f"the segmentation net ({2 ** (len(s.widths) - 1)})"),
             (self.channels in (1, 3), f"channels={self.channels} must be 1 (gray) or 3 (RGB)"),
-            (u.base_channels > 0 and len(u.channel_mult) >= 1 and all(m > 0 for m in u.channel_mult),
-             f"unet.base_channels={u.base_channels} and channel_mult={u.channel_mult} must be positive"),
-            (all((u.base_channels * m) % u.groups == 0 for m in u.channel_mult),
-             f"unet.groups={u.groups} must divide every U-Net width {[u.base_channels * m for m in u.channel_mult]}"),
-            (u.num_res_blocks >= 1, f"unet.num_res_blocks={u.num_res_blocks} must be >= 1"),
-            (u.num_heads >= 1 and all((u.base_channels * m) % u.num_heads == 0 for m in u.channel_mult),
-             f"unet.num_heads={u.num_heads} must divide every U-Net width"),
-            (all(r > 0 for r in u.attention_resolutions),
-             f"unet.attention_resolutions={u.attention_resolutions} must be positive sizes"),
-            (u.time_embed_dim > 0, f"unet.time_embed_dim={u.time_embed_dim} must be positive"),
-            (0.0 <= u.dropout < 1.0, f"unet.dropout={u.dropout} must be in [0, 1)"),
             (len(s.widths) >= 2 and all(w > 0 for w in s.widths), f"seg.widths={s.widths} needs >= 2 positive widths"),
             (self.num_timesteps >= 2, f"num_timesteps={self.num_timesteps} must be >= 2"),
             (0 < self.beta_start < self.beta_end < 1, f"beta_start={self.beta_start}, beta_end={self.beta_end} need 0 < start < end < 1"),
@@ -93,13 +97,41 @@ class ModelConfig:
             (0 <= self.noise_seed < 2 ** 63, f"noise_seed={self.noise_seed} must be a non-negative 63-bit integer"),
             (self.denoiser in DENOISERS, f"denoiser={self.denoiser!r} must be one of {DENOISERS}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        _raise_first(checks)
         return self
 
+    def _validate_backbone(self) -> None:
+        """The backbone name, its section present and the other absent, then that section's fields."""
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone={self.backbone!r} is not a denoiser backbone; choose one of {BACKBONES}")
+        other = "dit" if self.backbone == "unet" else "unet"
+        if getattr(self, self.backbone) is None:
+            raise ConfigError(f"backbone={self.backbone!r} needs the `{self.backbone}` config section; pick it with "
+                              f"preset(NAME, backbone={self.backbone!r}) or give one")
+        if getattr(self, other) is not None:
+            raise ConfigError(f"backbone={self.backbone!r} builds no {other}: set `{other}` to None (or switch "
+                              f"backbones with preset(NAME, backbone=...), which does)")
+        if self.backbone == "unet":
+            _raise_first(_unet_checks(self.unet))
+        else:
+            _raise_first(_dit_checks(self.dit))
+
+    def backbone_size_unit(self) -> Tuple[int, str]:
+        """(what the backbone needs image_size to be a multiple of, how to name it in a message)."""
+        if self.backbone == "dit":
+            return self.dit.patch_size, "dit.patch_size"
+        u = self.unet
+        return u.patch_size * 2 ** (len(u.channel_mult) - 1), "patch_size * 2**(levels-1) of the U-Net"
+
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready dict. A U-Net config leaves out `backbone` and `dit`, so it reads exactly as before
+        the DiT existed (same metadata, same config hashes); a DiT config leaves out `unet`."""
+        d = dataclasses.asdict(self)
+        if self.backbone == "unet":
+            del d["backbone"], d["dit"]
+        else:
+            del d["unet"]
+        return d
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "ModelConfig":
@@ -107,15 +139,20 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"model config must be a JSON object, got {type(data).__name__}")
         try:
-            unet_data = data.get("unet", {})
+            # A missing section is the backbone's default, or None for the backbone not chosen
+            # (files written before the DiT have no `backbone` and no `dit`: U-Net models).
+            backbone = data.get("backbone", "unet")
+            unet_data = data.get("unet", {} if backbone == "unet" else None)
             if isinstance(unet_data, dict):
                 # Files of dad_edge 0.1.0 carry `resblock_updown`, a field that was never read (the
                 # U-Net always samples in its res-blocks): accepted and dropped, so they still load.
                 unet_data = {k: v for k, v in unet_data.items() if k != "resblock_updown"}
-            unet = _from_dict(UNetConfig, unet_data, "unet")
+            dit_data = data.get("dit", {} if backbone == "dit" else None)
+            unet = None if unet_data is None else _from_dict(UNetConfig, unet_data, "unet")
+            dit = None if dit_data is None else _from_dict(DiTConfig, dit_data, "dit")
             seg = _from_dict(SegConfig, data.get("seg", {}), "seg")
-            rest = {k: v for k, v in data.items() if k not in ("unet", "seg")}
-            return _from_dict(cls, rest, "model", unet=unet, seg=seg).validate()
+            rest = {k: v for k, v in data.items() if k not in ("unet", "dit", "seg")}
+            return _from_dict(cls, rest, "model", unet=unet, dit=dit, seg=seg).validate()
         except TypeError as exc:
             raise ConfigError(f"bad model config: {exc}") from None
 
@@ -124,7 +161,44 @@ class ModelConfig:
         return dataclasses.replace(self, **changes).validate()
 
 
+def _raise_first(checks) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _unet_checks(u: UNetConfig):
+    return [
+        (u.patch_size in (1, 2, 4, 8), f"unet.patch_size={u.patch_size} must be 1, 2, 4 or 8"),
+        (u.base_channels > 0 and len(u.channel_mult) >= 1 and all(m > 0 for m in u.channel_mult),
+         f"unet.base_channels={u.base_channels} and channel_mult={u.channel_mult} must be positive"),
+        (all((u.base_channels * m) % u.groups == 0 for m in u.channel_mult),
+         f"unet.groups={u.groups} must divide every U-Net width {[u.base_channels * m for m in u.channel_mult]}"),
+        (u.num_res_blocks >= 1, f"unet.num_res_blocks={u.num_res_blocks} must be >= 1"),
+        (u.num_heads >= 1 and all((u.base_channels * m) % u.num_heads == 0 for m in u.channel_mult),
+         f"unet.num_heads={u.num_heads} must divide every U-Net width"),
+        (all(r > 0 for r in u.attention_resolutions),
+         f"unet.attention_resolutions={u.attention_resolutions} must be positive sizes"),
+        (u.time_embed_dim > 0, f"unet.time_embed_dim={u.time_embed_dim} must be positive"),
+        (0.0 <= u.dropout < 1.0, f"unet.dropout={u.dropout} must be in [0, 1)"),
+    ]
+
+
+def _dit_checks(d: DiTConfig):
+    return [
+        (d.patch_size in (1, 2, 4, 8, 16), f"dit.patch_size={d.patch_size} must be 1, 2, 4, 8 or 16"),
+        (d.hidden > 0 and d.hidden % 4 == 0,
+         f"dit.hidden={d.hidden} must be a positive multiple of 4 (the 2-D sin-cos position embedding)"),
+        (d.depth >= 1, f"dit.depth={d.depth} must be >= 1"),
+        (d.heads >= 1 and d.hidden % d.heads == 0, f"dit.heads={d.heads} must divide dit.hidden={d.hidden}"),
+        (d.mlp_ratio > 0 and round(d.hidden * d.mlp_ratio) >= 1,
+         f"dit.mlp_ratio={d.mlp_ratio} must be > 0"),
+    ]
+
+
 def _from_dict(cls, data: Dict[str, Any], where: str, **extra: Any):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} config must be a JSON object, got {type(data).__name__}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -139,7 +213,8 @@ def _from_dict(cls, data: Dict[str, Any], where: str, **extra: Any):
 
 # Named presets. `paper` is the reference configuration (about 131.7 M + 28.4 M
 # parameters); `compact` is the deployment default (<= 8 M parameters, <= 20 GFLOPs for
-# the whole norm-guided pipeline at 256x256); `tiny` exists for fast tests.
+# the whole norm-guided pipeline at 256x256); `tiny` exists for fast tests. Each has a DiT
+# variant, NAME-dit: the same segmentation net and recipe fields with a DiT eps-predictor.
 PRESETS: Dict[str, ModelConfig] = {
     "paper": ModelConfig(),
     "compact": ModelConfig(
@@ -157,12 +232,29 @@ PRESETS: Dict[str, ModelConfig] = {
         top_k=4,
     ),
 }
+# The DiT of each preset. paper: DiT-B/8 (hidden 768, 12 blocks, 12 heads), as many parameters as the
+# paper's U-Net (130 M) at 0.36x its FLOPs; 8x8 patches give 1,024 tokens at 256x256. compact: a
+# narrow, shallow DiT/8 (hidden 192 = the p*p*C values of an RGB patch, heads of 64 as DiT-S):
+# about 3.5 M parameters and 18 GFLOPs for the whole pipeline at 256x256, inside the compact budget.
+# tiny: 8x8 tokens at 32x32, for tests.
+DIT_SIZES: Dict[str, DiTConfig] = {
+    "paper": DiTConfig(),
+    "compact": DiTConfig(patch_size=8, hidden=192, depth=4, heads=3),
+    "tiny": DiTConfig(patch_size=4, hidden=32, depth=2, heads=2),
+}
+PRESETS.update({f"{name}-dit": dataclasses.replace(PRESETS[name], backbone="dit", unet=None, dit=dit)
+                for name, dit in DIT_SIZES.items()})
 
 
 def preset(name: str, **changes: Any) -> ModelConfig:
-    """The named preset with top-level fields replaced; unknown names are a ConfigError."""
+    """The named preset with top-level fields replaced; unknown names are a ConfigError.
+
+    `backbone` picks the preset's variant with that eps-predictor: preset("compact", backbone="dit")
+    is preset("compact-dit"), and preset("compact-dit", backbone="unet") is preset("compact")."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    if "backbone" in changes:
+        name = backbone_variant(name, changes.pop("backbone"))
     cfg = PRESETS[name]
     if "image_size" in changes and "top_k" not in changes:
         # Keep the paper's top-k density (50 of 256*256 pixels) at other sizes.
@@ -172,3 +264,11 @@ def preset(name: str, **changes: Any) -> ModelConfig:
 
 def scaled_top_k(top_k: int, from_size: int, to_size: int) -> int:
     return max(1, round(top_k * (to_size / from_size) ** 2))
+
+
+def backbone_variant(name: str, backbone: str) -> str:
+    """The name of preset `name`'s variant with `backbone` ("compact", "dit" -> "compact-dit")."""
+    if backbone not in BACKBONES:
+        raise ConfigError(f"backbone={backbone!r} is not a denoiser backbone; choose one of {BACKBONES}")
+    base = name[:-len("-dit")] if name.endswith("-dit") else name
+    return base if backbone == "unet" else f"{base}-{backbone}"

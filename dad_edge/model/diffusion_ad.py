@@ -37,9 +37,14 @@ from dad_edge.errors import ConfigError
 from dad_edge.kernels.combine_ref import combine_single_pass_ref, guided_x0
 from dad_edge.kernels.score_ref import gaussian_taps
 from dad_edge.model.config import ModelConfig
+from dad_edge.model.dit import DiT
 from dad_edge.model.schedule import NoiseSchedule, eval_coefficients
 from dad_edge.model.segnet import SegNet
 from dad_edge.model.unet import UNet, fusion_allowed
+
+# The eps-predictor of each ModelConfig.backbone: one constructor signature (section, image_size, channels)
+# and one interface (embed, forward_embedded, forward, use_fused_norm).
+BACKBONES = {"unet": UNet, "dit": DiT}
 
 
 class PipelineOutput(NamedTuple):
@@ -91,7 +96,9 @@ class DiffusionAD(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg.validate()
-        self.unet = UNet(cfg.unet, cfg.image_size, cfg.channels)
+        # The eps-predictor, a U-Net or a DiT (cfg.backbone); named `unet` whichever it is, as in
+        # every checkpoint's tensor names and every caller.
+        self.unet = BACKBONES[cfg.backbone](getattr(cfg, cfg.backbone), cfg.image_size, cfg.channels)
         self.segnet = SegNet(cfg.seg, cfg.channels)
         self.schedule = NoiseSchedule.from_config(cfg)
         # Python floats (constants of an exported graph; no host-to-device copy in forward, so a

@@ -28,9 +28,11 @@ def model_info(cfg: ModelConfig) -> Dict[str, Any]:
     per_module = counter.get_flop_counts()
     seg_flops = sum(per_module.get("DiffusionAD.segnet", {}).values())
     total = counter.get_total_flops()
+    # The *_unet entries are the eps-predictor's, a U-Net or a DiT (`backbone`), as DiffusionAD.unet is.
     return {
         "image_size": cfg.image_size,
         "channels": cfg.channels,
+        "backbone": cfg.backbone,
         "params": count_params(model),
         "params_unet": count_params(model.unet),
         "params_seg": count_params(model.segnet),
