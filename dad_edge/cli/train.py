@@ -16,7 +16,8 @@ DEMO_MINUTES = 4.0
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on the good images of an MVTec-layout folder")
     add_training_arguments(p)
-    p.add_argument("--preset", default="compact", help="paper | compact | tiny (default compact)")
+    p.add_argument("--preset", default="compact", help="paper | compact | tiny (default compact), or NAME-dit")
+    p.add_argument("--backbone", help="unet | dit: the preset's eps-predictor (default: the preset's; dit = NAME-dit)")
     p.add_argument("--image-size", type=positive_int, help="override the preset's input size")
     p.add_argument("--channels", type=channels, default=None, help="auto (default), 1 or 3")
     p.add_argument("--smoothing-sigma", type=float,
@@ -29,9 +30,11 @@ def add_train(sub) -> None:
 def train_options(args):
     from dad_edge.training.train import TrainOptions
 
-    return TrainOptions(
-        **training_kwargs(args), preset=args.preset, image_size=args.image_size, channels=args.channels,
-        model_overrides={} if args.smoothing_sigma is None else {"smoothing_sigma": args.smoothing_sigma})
+    overrides = {} if args.smoothing_sigma is None else {"smoothing_sigma": args.smoothing_sigma}
+    if args.backbone is not None:
+        overrides["backbone"] = args.backbone  # preset(): the preset's variant with that backbone
+    return TrainOptions(**training_kwargs(args), preset=args.preset, image_size=args.image_size,
+                        channels=args.channels, model_overrides=overrides)
 
 
 def cmd_train(args) -> int:
