@@ -6,6 +6,7 @@ Errors a user can fix print as one line, exit code 2.
     cli/evaluate.py  eval, info
     cli/deploy.py    export, calibrate, predict
     cli/stream.py    stream
+    cli/baseline.py  baseline (classical image-level detectors)
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dad_edge.errors import DadEdgeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dad_edge.cli import deploy, evaluate, stream, train
+    from dad_edge.cli import baseline, deploy, evaluate, stream, train
     from dad_edge.version import __version__
 
     parser = argparse.ArgumentParser(prog="dad-edge", description="DiffusionAD anomaly detection, train to edge")
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_commands(sub)
     train.add_distill(sub)
     stream.add_command(sub)
+    baseline.add_command(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from dad_edge.data.imageio import read_image
+from dad_edge.errors import ConfigError
 from dad_edge.data.mvtec import MVTecCategory, Sample, load_masks
 from dad_edge.data.preprocess import check_frame, resize_bilinear
 from dad_edge.runtime.detector import Detector
@@ -53,9 +54,11 @@ def predict_test_set(detector: Detector, samples: Sequence[Sample], progress: bo
             print(f"\r  {min(i + step, len(samples))}/{len(samples)} test images", end="", flush=True)
     if progress:
         print(flush=True)
-    # Defect folders without any ground truth give image metrics only (pixel metrics None).
+    # Defect folders without any ground truth give image metrics only (pixel metrics None); so does a
+    # scorer without maps (a classical baseline, dad_edge/baselines/scorer.py).
     with_masks = [s for s in samples if s.label == 0 or s.mask_path is not None]
-    masks = load_masks(with_masks, image_size) if len(with_masks) == len(samples) else \
+    masks = load_masks(with_masks, image_size) if len(with_masks) == len(samples) and \
+        getattr(detector, "has_maps", True) else \
         np.zeros((len(samples), image_size, image_size), bool)
     return Predictions(list(samples), np.concatenate(maps), np.concatenate(scores), masks)
 
@@ -90,7 +93,16 @@ def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int
 def evaluate_model(model_path, data_root, out_dir=None, backend: Optional[str] = None, device: Optional[str] = None,
                    batch_size: int = 16, overlays_per_type: int = 4, progress: bool = False) -> Dict[str, object]:
     """evaluate() on a model file (checkpoint, ONNX, engine) through its own Detector, closed at the end:
-    what `dad-edge eval` runs."""
+    what `dad-edge eval` runs. A baseline file (`dad-edge baseline`) goes through its BaselineScorer:
+    image metrics only, no overlays."""
+    from dad_edge.baselines.artifact import is_baseline_file
+    from dad_edge.baselines.scorer import BaselineScorer
+
+    if is_baseline_file(model_path):
+        if backend or device:
+            raise ConfigError(f"{model_path} is a baseline, scored with numpy: drop --backend/--device")
+        with BaselineScorer(model_path, batch_size=batch_size) as scorer:
+            return evaluate(scorer, data_root, out_dir, 0, progress)
     with Detector(model_path, backend=backend, device=device, batch_size=batch_size) as det:
         return evaluate(det, data_root, out_dir, overlays_per_type, progress)
 
