@@ -215,3 +215,25 @@ def test_band_anomalies_keep_the_images_texture():
     np.testing.assert_array_equal(a[0], b[0])
     with pytest.raises(ConfigError, match="band_prob"):
         AnomalySynthesizer(S, 1, band_prob=1.5)
+
+
+def test_bands_with_donors_are_another_images_surface():
+    """With use_donors, a band holds (nearly all of) the same region of another normal image."""
+    images = np.stack([_image(1, seed=i) for i in range(4)])
+    synth = AnomalySynthesizer(S, 1, anomaly_prob=1.0, band_prob=1.0)
+    synth.use_donors(images)
+    donors_seen = set()
+    for seed in range(8):
+        aug, mask, anomalous = synth(images[0], np.random.default_rng(seed))
+        assert anomalous and mask.mean() > 0.03
+        np.testing.assert_array_equal(aug[mask == 0], images[0][mask == 0])
+        inside = mask == 1
+        corr = [np.corrcoef(aug[inside][:, 0], images[j][inside][:, 0])[0, 1] for j in range(4)]
+        best = int(np.argmax(corr))
+        assert best != 0 and corr[best] > 0.9, corr  # another image's pixels, blended 0-30 % with its own
+        donors_seen.add(best)
+    assert len(donors_seen) >= 2
+    with pytest.raises(DataError, match="use_donors"):
+        synth.use_donors(images[:1])
+    with pytest.raises(DataError, match="use_donors"):
+        synth.use_donors(np.zeros((3, S + 1, S + 1, 1), np.float32))

@@ -27,6 +27,7 @@ PathLike = Union[str, Path]
 MASK_TRIES = 5  # Perlin masks drawn before giving up on an empty foreground intersection
 NUM_AUGMENTATIONS = 3
 BLEND_RANGE = (0.2, 0.8)
+DONOR_BLEND_RANGE = (0.0, 0.3)
 
 
 # ---- photometric augmentations: uint8 (S, S, C) -> uint8 (S, S, C) -------------------------
@@ -242,6 +243,10 @@ class AnomalySynthesizer:
         # Share of anomalies that are a large band with a changed finish (band_mask + finish_change)
         # instead of a Perlin blob of foreign content: large-area, low-contrast defects.
         self.band_prob = band_prob
+        # Other normal images of the product (use_donors): a band is then filled from one of them,
+        # the same region of another part: two finishes of one product meeting at an edge, which is
+        # what an uneven surface looks like. Without donors a band is the image's own finish changed.
+        self._donors: Optional[np.ndarray] = None
         # Texture files are listed now (to fail early) but read only when drawn.
         self.texture_dir = Path(texture_dir) if texture_dir is not None else None
         self._textures: List[Path] = []
@@ -267,6 +272,24 @@ class AnomalySynthesizer:
             if not self._foreground_masks:
                 raise DataError(f"foreground {folder}: has no mask images; add one per training image "
                                 "(same file stem), or use foreground='otsu'")
+
+    def use_donors(self, images: np.ndarray) -> None:
+        """Fill band anomalies from these normal images ((N, S, S, C), as the training images are)."""
+        images = np.asarray(images)
+        s, c = self.image_size, self.channels
+        if images.ndim != 4 or images.shape[1:] != (s, s, c) or len(images) < 2:
+            raise DataError(f"AnomalySynthesizer.use_donors: expected at least 2 images of shape {(s, s, c)}, "
+                            f"got an array of shape {images.shape}")
+        self._donors = images
+
+    def _band_source(self, image: np.ndarray, rounded: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self._donors is None:
+            return finish_change(rounded, rng)
+        for _ in range(MASK_TRIES):  # not the image itself (its own pixels would be no anomaly)
+            donor = self._donors[int(rng.integers(len(self._donors)))]
+            if not np.array_equal(donor, image):
+                return donor.astype(np.float32)
+        return finish_change(rounded, rng)
 
     def foreground_for(self, stem: Optional[str]) -> Optional[np.ndarray]:
         """bool (S, S) foreground mask for an image's file stem; None unless foreground is a folder."""
@@ -325,8 +348,9 @@ class AnomalySynthesizer:
                 break
         else:
             return self._normal(image)
-        src = (finish_change(rounded, rng) if band else self._source(rounded, rng)).astype(np.float32)
-        b = np.float32(rng.uniform(*BLEND_RANGE))
+        src = (self._band_source(image, rounded, rng) if band else self._source(rounded, rng)).astype(np.float32)
+        # Another part's surface replaces the band nearly whole; foreign content is blended in.
+        b = np.float32(rng.uniform(*(DONOR_BLEND_RANGE if band and self._donors is not None else BLEND_RANGE)))
         x = image.astype(np.float32)
         m = mask[:, :, None]
         aug = x * (1 - m) + (1 - b) * src * m + b * x * m

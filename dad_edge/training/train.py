@@ -82,6 +82,8 @@ class Trainer:
         # Decoded and resized once: the data set of one product fits in memory.
         self.train_images = load_images(train_samples, size, channels)
         self.val_images = load_images(val_samples, size, channels)
+        if opts.band_prob > 0:
+            self.synth.use_donors(self.train_images)  # bands come from other training images
         # At their own size: thresholds come from the Detector's own path (frame-size maps), as calibrate's.
         self.val_frames = [read_image(s.path) for s in val_samples]
         workers = resolve_workers(opts.workers, self.device)
@@ -355,4 +357,6 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
                                band_prob=opts.band_prob)
     chosen = samples[:n]
     images = load_images(chosen, cfg.image_size, channels)
+    if opts.band_prob > 0 and len(images) >= 2:
+        synth.use_donors(images)
     return synth.preview(images, n, Path(opts.out) / "preview", seed=opts.seed, stems=[s.path.stem for s in chosen])
