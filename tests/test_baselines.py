@@ -227,6 +227,16 @@ def test_cli_baseline_then_eval(method, data, tmp_path, capsys):
     # all, image AUROC, pixel AUROC, AU-PRO, pixel AP, F1-max, images
     assert row[2:5] == ["-", "-", "-"] and float(row[1]) >= 0 and row[6] == "10"
     assert "Traceback" not in table
+    # The report line names only what was written: a baseline has no maps, so no overlays.
+    assert main(["eval", str(path), "--data", str(data), "--out", str(tmp_path / "eval2")]) == 0
+    report = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("report:"))
+    assert "overlays" not in report and not (tmp_path / "eval2" / "overlays").exists()
+    assert "roc.png" in report and (tmp_path / "eval2" / "roc.png").is_file()
+    # A Detector refuses it with a message that says how to score it.
+    from dad_edge import Detector
+    from dad_edge.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="classical baseline.*dad-edge eval"):
+        Detector(path)
 
 
 def _one_line_error(code, err, *must_contain):

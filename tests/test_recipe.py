@@ -34,6 +34,7 @@ def test_cpu_defaults_are_small_images_and_large_rates():
     g = default_recipe("compact", 256, "cuda")
     assert g.image_size == 256 and not g.channels_last
     assert default_recipe("paper", 256, "cuda").lr_unet == 1e-4
+    assert default_recipe("paper-dit", 256, "cuda").lr_unet == 1e-4  # the paper's width: its rates
 
 
 def test_the_data_sets_size_and_count_shape_the_recipe():
@@ -57,6 +58,8 @@ def test_options_override_the_recipe_and_bad_values_are_named():
     with pytest.raises(ConfigError, match="large_target='image'"):
         resolve_recipe("compact", 256, "cpu", large_target="image")
     assert default_recipe("compact", 256, "cpu").large_target in ("noise", "clean")
+    with pytest.raises(ConfigError, match="'transformer'"):  # a bad backbone, before any data is read
+        TrainOptions(data="no/such/folder", out="y", epochs=1, model_overrides={"backbone": "transformer"}).validate()
     with pytest.raises(ConfigError, match="batch_size=1"):
         TrainOptions(data="x", out="y", epochs=1, batch_size=1).validate()
 

@@ -79,6 +79,9 @@ def validate_metadata(meta: Any, where: str) -> Dict[str, Any]:
         raise CheckpointError(
             f"{where} was written by dad_edge {meta.get('library_version', '?')} (format {version}); this is "
             f"dad_edge {__version__} (format {FORMAT_VERSION}): upgrade dad_edge to load it")
+    if meta.get("kind") == "baseline":  # dad_edge/baselines/artifact.py: image scores only, no maps
+        raise CheckpointError(f"{where} is a classical baseline (`dad-edge baseline`), not a model a Detector "
+                              "runs: score it with `dad-edge eval`, or load it with dad_edge.baselines.artifact.load_baseline")
     if meta.get("kind") not in KINDS:
         raise CheckpointError(f"{where}: unknown artifact kind {meta.get('kind')!r}; expected one of {KINDS}")
     try:

@@ -33,7 +33,10 @@ def cmd_eval(args) -> int:
         print_metrics(metrics)
         if args.out:
             out = Path(args.out)
-            print(f"report: {out / 'metrics.json'}, {out / 'scores.csv'}, {out / 'roc.png'}, {out / 'overlays'}/")
+            written = [out / "metrics.json", out / "scores.csv", out / "roc.png"]
+            if (out / "overlays").is_dir():  # a baseline has no maps, so no overlays
+                written.append(f"{out / 'overlays'}/")
+            print("report: " + ", ".join(str(w) for w in written))
     return 0
 
 

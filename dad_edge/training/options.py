@@ -64,6 +64,7 @@ class TrainOptions:
         if self.snapshot_minutes is not None and not self.snapshot_minutes > 0:
             raise ConfigError(f"snapshot_minutes={self.snapshot_minutes} must be > 0")
         self.recipe("cpu")  # the recipe's own checks (batch size, rates, schedule, EMA)
+        self.model_config(3)  # the preset and overrides (e.g. --backbone), before any data is read
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction={self.val_fraction} must be in (0, 1): selection needs held-out data")
         if self.select not in ("val", "last"):

@@ -59,7 +59,7 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
     batch = 8 if num_images is not None and num_images < SMALL_DATA else 16
     if data_side is not None:
         preset_size = min(preset_size, max(64, data_side // SIZE_STEP * SIZE_STEP))
-    if preset_name == "paper":
+    if preset_name in ("paper", "paper-dit"):
         # 131.7 M + 28.4 M parameters: the paper's rates are the stable ones at this width.
         return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu")
     if device_type == "cpu":
