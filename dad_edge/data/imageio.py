@@ -86,12 +86,13 @@ def read_image(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, 2::-1])  # BGR(A) -> RGB, alpha dropped
 
 
-def read_mask(path: PathLike) -> np.ndarray:
-    """A mask file -> bool (H, W): True where the gray value is above 127."""
+def read_mask(path: PathLike, threshold: int = 127) -> np.ndarray:
+    """A mask file -> bool (H, W): True where the gray value is above `threshold` (127 for 0 / 255
+    masks; 0 for label images that store a small class index, as VisA's)."""
     img = read_image(path)
     if img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None]
-    return img[:, :, 0] > 127
+    return img[:, :, 0] > threshold
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -7,45 +7,32 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Union
 
 import numpy as np
 
 from dad_edge.errors import ConfigError, DataError
-from dad_edge.data.imageio import (IMAGE_EXTENSIONS, is_grayscale, list_images, read_image, read_mask, resize_mask)
+from dad_edge.data.category import GOOD, Category, Sample
+from dad_edge.data.imageio import IMAGE_EXTENSIONS, is_grayscale, list_images, read_image, resize_mask
 from dad_edge.data.preprocess import resize_bilinear, to_channels
 
-GOOD = "good"
+__all__ = ["GOOD", "LAYOUT_HINT", "MVTecCategory", "Sample", "detect_channels", "has_masks", "load_images",
+           "load_masks"]
 LAYOUT_HINT = ("expected the MVTec AD layout: <category>/train/good/ (normal images), "
                "<category>/test/good/ and <category>/test/<defect>/ (test images), "
                "<category>/ground_truth/<defect>/<stem>_mask.png (masks)")
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image of a category and where its mask is."""
-
-    path: Path
-    defect_type: str  # "good" or the test sub-folder name
-    mask_path: Optional[Path]  # None for good images and for defect folders without ground truth
-
-    @property
-    def label(self) -> int:
-        """0 for a normal image, 1 for any defect folder, even when its mask is empty."""
-        return 0 if self.defect_type == GOOD else 1
 
 
 def _subfolders(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-class MVTecCategory:
+class MVTecCategory(Category):
     """The train and test samples of one category folder."""
 
     def __init__(self, root: Union[str, Path]):
-        self.root = Path(root)
+        super().__init__(root)
         if not self.root.exists():
             raise DataError(f"{self.root}: no such folder; {LAYOUT_HINT}")
         if not self.root.is_dir():
@@ -63,18 +50,6 @@ class MVTecCategory:
     def train_samples(self) -> List[Sample]:
         """The normal training images, sorted."""
         return [Sample(p, GOOD, None) for p in list_images(self.root / "train" / GOOD, recursive=True)]
-
-    def train_val_split(self, val_fraction: float = 0.1, seed: int = 0) -> Tuple[List[Sample], List[Sample]]:
-        """Hold out a seeded random part of train/good for validation; both parts stay sorted."""
-        if not 0.0 <= val_fraction < 1.0:
-            raise ConfigError(f"val_fraction={val_fraction} must be in [0, 1)")
-        samples = self.train_samples()
-        n = len(samples)
-        n_val = 0 if val_fraction == 0 or n < 2 else min(n - 1, max(1, round(n * val_fraction)))
-        val_idx = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
-        train = [s for i, s in enumerate(samples) if i not in val_idx]
-        val = [s for i, s in enumerate(samples) if i in val_idx]
-        return train, val
 
     def _test_dir(self) -> Path:
         test = self.root / "test"
@@ -148,7 +123,7 @@ def load_masks(samples: Sequence[Sample], size: int) -> np.ndarray:
     out = np.zeros((len(samples), size, size), bool)
     for i, s in enumerate(samples):
         if s.mask_path is not None:
-            out[i] = resize_mask(read_mask(s.mask_path), size)
+            out[i] = resize_mask(s.read_mask(), size)
         elif s.label == 1:
             raise DataError(f"{s.path}: defect image has no ground-truth mask (no folder "
                             f"ground_truth/{s.defect_type}/); add the masks, or skip pixel metrics "
