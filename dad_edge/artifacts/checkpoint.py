@@ -55,8 +55,9 @@ def save_model(path, model, meta: Dict[str, Any]) -> None:
 
 
 def load_model(path, device: str = "cpu"):
-    """-> (DiffusionAD in eval mode, metadata). Checks that every tensor is present and fits."""
-    from dad_edge.model.diffusion_ad import DiffusionAD
+    """-> (the config's module in eval mode: DiffusionAD or ReconAD, metadata). Checks that every
+    tensor is present and fits."""
+    from dad_edge.model.build import build_model
 
     tensors, meta = read_tensors(path, device="cpu")
     if "train_state" in meta:
@@ -64,7 +65,7 @@ def load_model(path, device: str = "cpu"):
                               f"use {Path(path).with_name('model.safetensors')}")
     if meta["kind"] != "checkpoint":
         raise CheckpointError(f"{path} holds a {meta['kind']} artifact, not a checkpoint")
-    model = DiffusionAD(md.model_config(meta))
+    model = build_model(md.model_config(meta))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -20,6 +20,15 @@ def add_train(sub) -> None:
     p.add_argument("--backbone", help="unet | dit: the preset's eps-predictor (default: the preset's; dit = NAME-dit)")
     p.add_argument("--image-size", type=positive_int, help="override the preset's input size")
     p.add_argument("--channels", type=channels, default=None, help="auto (default), 1 or 3")
+    p.add_argument("--method", help="diffusionad (default: norm-guided denoising + segmentation net) | recon: "
+                                    "a plain DDPM's reconstruction error (arXiv 2412.07539), no segmentation net")
+    p.add_argument("--recon-t", type=int, help="recon: noise level t, 1..999 (default 250: removes small defects, "
+                                               "keeps the part)")
+    p.add_argument("--recon-steps", type=int, help="recon: DDIM steps from t back to 0 (default 1: one network pass, "
+                                                   "the cost of one DiffusionAD U-Net pass)")
+    p.add_argument("--recon-error", help="recon: the map, squared (default) | ssim (structural, (1 - SSIM) / 2)")
+    p.add_argument("--recon-score", help="recon: image score, topk (default: mean of the top-k map values, as "
+                                         "DiffusionAD; small defects count) | mean (the whole map)")
     p.add_argument("--smoothing-sigma", type=float,
                    help="Gaussian smoothing of the anomaly map before scoring, in pixels (default: the preset's, off)")
     p.add_argument("--preview", type=positive_int, metavar="N",
@@ -33,6 +42,10 @@ def train_options(args):
     overrides = {} if args.smoothing_sigma is None else {"smoothing_sigma": args.smoothing_sigma}
     if args.backbone is not None:
         overrides["backbone"] = args.backbone  # preset(): the preset's variant with that backbone
+    recon = {k: v for k, v in (("t", args.recon_t), ("steps", args.recon_steps), ("error", args.recon_error),
+                               ("image_score", args.recon_score)) if v is not None}
+    if args.method is not None or recon:  # preset(): settings without --method recon are an error there
+        overrides.update(method=args.method or "diffusionad", recon=recon or None)
     return TrainOptions(**training_kwargs(args), preset=args.preset, image_size=args.image_size,
                         channels=args.channels, model_overrides=overrides)
 

@@ -46,8 +46,24 @@ class DiTConfig:
     mlp_ratio: float = 4.0  # width of each block's MLP, as a multiple of hidden
 
 
+@dataclass(frozen=True)
+class ReconConfig:
+    """The reconstruction-error detector (method "recon", arXiv 2412.07539): a plain DDPM noises the
+    image to t with the fixed noise and denoises it back in `steps` deterministic DDIM steps."""
+
+    t: int = 250  # noise level: enough to wash a small defect out, little enough to keep the part (AnoDDPM's 250)
+    steps: int = 1  # K network passes on an even sub-sequence from t to 0 (1: the one-step x0 estimate)
+    error: str = "squared"  # per-pixel map: squared error, or "ssim": structural dissimilarity (1 - SSIM) / 2
+    image_score: str = "topk"  # "topk": mean of the top_k map values (small defects count); "mean": whole map
+
+
 DENOISERS = ("two_pass", "single_pass")
 BACKBONES = ("unet", "dit")  # the eps-predictor's architecture: UNetConfig or DiTConfig
+METHODS = ("diffusionad", "recon")  # what the model computes: DiffusionAD, or ReconConfig's reconstruction error
+RECON_ERRORS = ("squared", "ssim")
+IMAGE_SCORES = ("topk", "mean")
+# The fields only DiffusionAD reads: a recon model leaves them at their defaults (seg None) and out of to_dict.
+DIFFUSIONAD_FIELDS = ("seg", "t_small", "t_large", "guidance_w", "denoiser")
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,7 @@ class ModelConfig:
     backbone: str = "unet"
     unet: Optional[UNetConfig] = field(default_factory=UNetConfig)
     dit: Optional[DiTConfig] = None
-    seg: SegConfig = field(default_factory=SegConfig)
+    seg: Optional[SegConfig] = field(default_factory=SegConfig)  # None for method "recon" (no segmentation net)
     num_timesteps: int = 1000  # T of the linear beta schedule
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -75,11 +91,16 @@ class ModelConfig:
     # "single_pass": one U-Net pass at t_s whose output is x0_ng itself (x0-parameterised),
     # a student distilled from a two-pass teacher (`dad-edge distill --single-pass`).
     denoiser: str = "two_pass"
+    # "diffusionad": the paper's pipeline above; "recon": a plain DDPM's reconstruction error (the
+    # `recon` section; no segmentation net), arXiv 2412.07539. The other method's section is None.
+    method: str = "diffusionad"
+    recon: Optional[ReconConfig] = None
 
     def validate(self) -> "ModelConfig":
         """Raise ConfigError naming the first bad field; return self when all is well."""
         self._validate_backbone()
-        s = self.seg
+        self._validate_method()
+        s = self.seg or SegConfig(widths=(1, 1))  # a recon model: no segmentation net, so no constraint
         unit, name = self.backbone_size_unit()
         checks = [
             (self.image_size >= 32 and self.image_size % unit == 0 and self.image_size % 2 ** (len(s.widths) - 1) == 0,
@@ -116,6 +137,34 @@ class ModelConfig:
         else:
             _raise_first(_dit_checks(self.dit))
 
+    def _validate_method(self) -> None:
+        """The method name, its sections (recon, seg) present or absent, then the recon settings."""
+        if self.method not in METHODS:
+            raise ConfigError(f"method={self.method!r} is not a detection method; choose one of {METHODS}")
+        if self.method == "diffusionad":
+            _raise_first([(self.recon is None, "method='diffusionad' reads no `recon` section: set method='recon' "
+                                               "to use it, or recon=None"),
+                          (self.seg is not None, "method='diffusionad' needs the `seg` config section (its "
+                                                 "segmentation net)")])
+            return
+        if self.recon is None:
+            raise ConfigError("method='recon' needs the `recon` config section; pick it with preset(NAME, method='recon')")
+        defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in DIFFUSIONAD_FIELDS}
+        defaults["seg"] = None
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is a setting of method 'diffusionad'; a recon model "
+                                  f"does not use it (its noise level is recon.t): leave it at {default!r}")
+        r, last = self.recon, self.num_timesteps - 1
+        if not (_is_int(r.t) and 1 <= r.t <= last):
+            raise ConfigError(f"recon.t={r.t!r} must be an integer in [1, {last}] (num_timesteps - 1)")
+        _raise_first([
+            (_is_int(r.steps) and 1 <= r.steps <= r.t, f"recon.steps={r.steps!r} must be an integer in "
+                                                       f"[1, recon.t={r.t}]: one network pass per step, each at its own timestep"),
+            (r.error in RECON_ERRORS, f"recon.error={r.error!r} must be one of {RECON_ERRORS}"),
+            (r.image_score in IMAGE_SCORES, f"recon.image_score={r.image_score!r} must be one of {IMAGE_SCORES}"),
+        ])
+
     def backbone_size_unit(self) -> Tuple[int, str]:
         """(what the backbone needs image_size to be a multiple of, how to name it in a message)."""
         if self.backbone == "dit":
@@ -125,12 +174,15 @@ class ModelConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict. A U-Net config leaves out `backbone` and `dit`, so it reads exactly as before
-        the DiT existed (same metadata, same config hashes); a DiT config leaves out `unet`."""
+        the DiT existed (same metadata, same config hashes); a DiT config leaves out `unet`. Likewise a
+        DiffusionAD config leaves out `method` and `recon`, a recon config the DIFFUSIONAD_FIELDS."""
         d = dataclasses.asdict(self)
         if self.backbone == "unet":
             del d["backbone"], d["dit"]
         else:
             del d["unet"]
+        for key in (("method", "recon") if self.method == "diffusionad" else DIFFUSIONAD_FIELDS):
+            del d[key]
         return d
 
     @classmethod
@@ -150,15 +202,24 @@ class ModelConfig:
             dit_data = data.get("dit", {} if backbone == "dit" else None)
             unet = None if unet_data is None else _from_dict(UNetConfig, unet_data, "unet")
             dit = None if dit_data is None else _from_dict(DiTConfig, dit_data, "dit")
-            seg = _from_dict(SegConfig, data.get("seg", {}), "seg")
-            rest = {k: v for k, v in data.items() if k not in ("unet", "dit", "seg")}
-            return _from_dict(cls, rest, "model", unet=unet, dit=dit, seg=seg).validate()
+            # Likewise the method's sections (files written before the recon method: DiffusionAD models).
+            method = data.get("method", "diffusionad")
+            seg_data = data.get("seg", {} if method == "diffusionad" else None)
+            recon_data = data.get("recon", {} if method == "recon" else None)
+            seg = None if seg_data is None else _from_dict(SegConfig, seg_data, "seg")
+            recon = None if recon_data is None else _from_dict(ReconConfig, recon_data, "recon")
+            rest = {k: v for k, v in data.items() if k not in ("unet", "dit", "seg", "recon")}
+            return _from_dict(cls, rest, "model", unet=unet, dit=dit, seg=seg, recon=recon).validate()
         except TypeError as exc:
             raise ConfigError(f"bad model config: {exc}") from None
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with top-level fields changed (e.g. image_size=128), validated."""
         return dataclasses.replace(self, **changes).validate()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _raise_first(checks) -> None:
@@ -250,12 +311,16 @@ def preset(name: str, **changes: Any) -> ModelConfig:
     """The named preset with top-level fields replaced; unknown names are a ConfigError.
 
     `backbone` picks the preset's variant with that eps-predictor: preset("compact", backbone="dit")
-    is preset("compact-dit"), and preset("compact-dit", backbone="unet") is preset("compact")."""
+    is preset("compact-dit"), and preset("compact-dit", backbone="unet") is preset("compact").
+    `method="recon"` makes it a reconstruction-error model of the same eps-predictor (no segmentation
+    net); `recon`, a ReconConfig or a dict of its fields, sets that method's settings."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     if "backbone" in changes:
         name = backbone_variant(name, changes.pop("backbone"))
     cfg = PRESETS[name]
+    if "method" in changes or "recon" in changes:
+        cfg = method_variant(cfg, changes.pop("method", cfg.method), changes.pop("recon", None))
     if "image_size" in changes and "top_k" not in changes:
         # Keep the paper's top-k density (50 of 256*256 pixels) at other sizes.
         changes["top_k"] = scaled_top_k(cfg.top_k, cfg.image_size, changes["image_size"])
@@ -264,6 +329,20 @@ def preset(name: str, **changes: Any) -> ModelConfig:
 
 def scaled_top_k(top_k: int, from_size: int, to_size: int) -> int:
     return max(1, round(top_k * (to_size / from_size) ** 2))
+
+
+def method_variant(cfg: ModelConfig, method: str, recon: Any = None) -> ModelConfig:
+    """A preset's config for `method` (unvalidated): "recon" drops the segmentation net and takes
+    `recon` (a ReconConfig, a dict of some of its fields, or None for the defaults)."""
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not a detection method; choose one of {METHODS}")
+    if method == "diffusionad":
+        if recon is not None:
+            raise ConfigError(f"recon settings {recon} apply to method='recon' (dad-edge train --method recon)")
+        return cfg
+    if not isinstance(recon, ReconConfig):
+        recon = _from_dict(ReconConfig, recon or {}, "recon")
+    return dataclasses.replace(cfg, method="recon", recon=recon, seg=None)
 
 
 def backbone_variant(name: str, backbone: str) -> str:

@@ -19,35 +19,38 @@ def count_params(module: torch.nn.Module) -> int:
 
 
 def model_info(cfg: ModelConfig) -> Dict[str, Any]:
-    """Parameters and GFLOPs of one image through the whole norm-guided pipeline."""
+    """Parameters and GFLOPs of one image through the whole pipeline of the config's method (a recon
+    model: K passes of its eps-predictor, no segmentation net)."""
     model = _build_on_meta(cfg)
     x = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size, device="meta")
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(x)
     per_module = counter.get_flop_counts()
-    seg_flops = sum(per_module.get("DiffusionAD.segnet", {}).values())
+    seg_flops = sum(per_module.get(f"{type(model).__name__}.segnet", {}).values())
+    segnet = getattr(model, "segnet", None)
     total = counter.get_total_flops()
     # The *_unet entries are the eps-predictor's, a U-Net or a DiT (`backbone`), as DiffusionAD.unet is.
     return {
         "image_size": cfg.image_size,
         "channels": cfg.channels,
         "backbone": cfg.backbone,
+        "method": cfg.method,
         "params": count_params(model),
         "params_unet": count_params(model.unet),
-        "params_seg": count_params(model.segnet),
+        "params_seg": 0 if segnet is None else count_params(segnet),
         "gflops": total / 1e9,
         "gflops_unet": (total - seg_flops) / 1e9,  # all U-Net passes (one for single_pass)
         "gflops_seg": seg_flops / 1e9,
-        "unet_passes": 1 if cfg.denoiser == "single_pass" else 2,
+        "unet_passes": cfg.recon.steps if cfg.method == "recon" else 1 if cfg.denoiser == "single_pass" else 2,
         "flops_counting": "2 per multiply-add; conv, matmul, attention; per image",
     }
 
 
 def _build_on_meta(cfg: ModelConfig):
-    from dad_edge.model.diffusion_ad import DiffusionAD
+    from dad_edge.model.build import build_model
 
     # No memory and no weight init: the 160 M-parameter preset is counted in a second.
     with torch.device("meta"):
-        model = DiffusionAD(cfg)
+        model = build_model(cfg)
     return model.to("meta").eval()

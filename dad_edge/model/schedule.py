@@ -5,6 +5,8 @@ Ho et al. 2020 (DDPM), as used by DiffusionAD:
   (2) abar_t = prod_{s<=t} (1 - beta_s)
   (3) forward process  x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
   (4) one-step inverse x0_hat = sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps_theta
+  (5) DDIM step (Song et al. 2021, eq. 12 with sigma = 0: deterministic) from t to an earlier s:
+      x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s) eps_theta, with x0_hat from (4)
 Values are float64 numpy so that every backend receives the same constants.
 
 `add_noise` is (3) for every caller (the model's training and inference steps, the kernels'
@@ -104,6 +106,39 @@ class NoiseSchedule:
         """(4) in numpy, unclamped."""
         c = self.coefficients(t)
         return c.sqrt_recip_abar * x_t - c.sqrt_recip_abar_minus_one * eps
+
+
+class DDIMStep(NamedTuple):
+    """One network pass of a deterministic DDIM reconstruction: at timestep t, (4) then (5) to the next
+    timestep of the sequence (abar = 1 after the last one: x_next is x0_hat itself)."""
+
+    t: int
+    sqrt_abar: float  # (3) at t: the first step's noising of the image
+    sqrt_one_minus_abar: float
+    sqrt_recip_abar: float  # (4) at t
+    sqrt_recip_abar_minus_one: float
+    sqrt_abar_next: float  # (5) at the next timestep
+    sqrt_one_minus_abar_next: float
+
+
+def ddim_timesteps(t: int, steps: int) -> Tuple[int, ...]:
+    """The `steps` timesteps of a DDIM pass from t towards 0: np.linspace(t, 0, steps + 1) without the
+    final 0, rounded; distinct for 1 <= steps <= t. steps = 1 is (t,): the one-step estimate (4)."""
+    if not 1 <= steps <= t:
+        raise ValueError(f"steps={steps} must be in [1, t={t}]")
+    return tuple(int(v) for v in np.rint(np.linspace(t, 0, steps + 1)[:-1]))
+
+
+def ddim_steps(sched: "NoiseSchedule", t: int, steps: int) -> Tuple[DDIMStep, ...]:
+    """The coefficients of each pass of ddim_timesteps(t, steps), Python floats (graph constants)."""
+    ts = ddim_timesteps(t, steps)
+    out = []
+    for i, ti in enumerate(ts):
+        c = sched.coefficients(ti)
+        nxt = sched.coefficients(ts[i + 1]) if i + 1 < len(ts) else None
+        out.append(DDIMStep(ti, c.sqrt_abar, c.sqrt_one_minus_abar, c.sqrt_recip_abar, c.sqrt_recip_abar_minus_one,
+                            1.0 if nxt is None else nxt.sqrt_abar, 0.0 if nxt is None else nxt.sqrt_one_minus_abar))
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=None)

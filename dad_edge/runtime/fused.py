@@ -27,6 +27,7 @@ from typing import Optional, Tuple
 import torch
 
 from dad_edge.data.preprocess import OFFSET, SCALE
+from dad_edge.errors import ConfigError
 from dad_edge.model.diffusion_ad import ScoredMaps
 from dad_edge.runtime import ops
 
@@ -49,6 +50,9 @@ class FusedPipeline:
     def __init__(self, model, impl: Optional[str] = None, fused_norm: bool = True):
         if impl is not None and impl not in ops.FORMS:
             raise ValueError(f"impl={impl!r} must be one of {ops.FORMS}")
+        if model.cfg.method != "diffusionad":
+            raise ConfigError(f"the fused path runs DiffusionAD's steps; this model's method is {model.cfg.method!r}: "
+                              "run it with fused=False (the plain graph, which the automatic choice takes)")
         self.model = model.eval()
         self.cfg = model.cfg
         self.impl = impl

@@ -124,6 +124,9 @@ def load_teacher(path, device: torch.device):
         teacher, meta = ckpt.load_model(path, device=str(device))
     except CheckpointError as exc:
         raise CheckpointError(f"teacher: {exc}") from None
+    if teacher.cfg.method != "diffusionad":  # the targets are its norm-guided reconstructions and maps
+        raise ConfigError(f"teacher {path} is a method={teacher.cfg.method!r} model; distillation learns "
+                          "DiffusionAD's reconstructions and maps: distil from a method='diffusionad' model")
     if teacher.cfg.denoiser != "two_pass":
         raise ConfigError(f"teacher {path} is a {teacher.cfg.denoiser} model; distil from a two-pass model "
                           "(one trained with `dad-edge train` or a two-pass student)")

@@ -64,7 +64,8 @@ class TrainOptions:
         if self.snapshot_minutes is not None and not self.snapshot_minutes > 0:
             raise ConfigError(f"snapshot_minutes={self.snapshot_minutes} must be > 0")
         self.recipe("cpu")  # the recipe's own checks (batch size, rates, schedule, EMA)
-        self.model_config(3)  # the preset and overrides (e.g. --backbone), before any data is read
+        if self.model_config(3).method == "recon":  # the preset and overrides (e.g. --backbone), before any data is read
+            self._check_recon()
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction={self.val_fraction} must be in (0, 1): selection needs held-out data")
         if self.select not in ("val", "last"):
@@ -78,6 +79,16 @@ class TrainOptions:
         if not 0.5 <= self.threshold_quantile < 1:
             raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in [0.5, 1)")
         return self
+
+    def _check_recon(self) -> None:
+        """The recon method trains a plain DDPM on the good images: options of the synthetic anomalies and
+        of the segmentation net would do nothing, so they are refused rather than ignored."""
+        for name, default in (("texture_dir", None), ("foreground", None), ("anomaly_prob", 0.5), ("band_prob", 0.0),
+                              ("lr_seg", None), ("large_target", None)):
+            if getattr(self, name) != default:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} does not apply to --method recon "
+                                  "(a plain DDPM on the good images: no synthetic anomalies, no segmentation net); "
+                                  "leave it out")
 
     def recipe(self, device_type: str, data_side: Optional[int] = None, num_images: Optional[int] = None) -> Recipe:
         """The default recipe for this preset on `device_type` (and images of about `data_side`

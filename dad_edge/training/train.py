@@ -32,7 +32,7 @@ from dad_edge.data.mvtec import MVTecCategory, detect_channels, load_images
 from dad_edge.errors import CheckpointError, ConfigError, DataError, TrainingError
 from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
-from dad_edge.model.diffusion_ad import DiffusionAD
+from dad_edge.model.build import build_model
 from dad_edge.data.synthetic import AnomalySynthesizer
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch
 from dad_edge.training.ema import WeightAverage
@@ -77,8 +77,9 @@ class Trainer:
         self.recipe = opts.recipe(self.device.type, typical_side(train_samples), len(train_samples))
         self.cfg = opts.model_config(channels, self.recipe.image_size)
         size = self.cfg.image_size
+        recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
         self.synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
-                                        anomaly_prob=opts.anomaly_prob, band_prob=opts.band_prob)
+                                        anomaly_prob=0.0 if recon else opts.anomaly_prob, band_prob=opts.band_prob)
         # Decoded and resized once: the data set of one product fits in memory.
         self.train_images = load_images(train_samples, size, channels)
         self.val_images = load_images(val_samples, size, channels)
@@ -92,14 +93,13 @@ class Trainer:
         # Validation sees the same synthetic anomalies every epoch (fixed seed).
         self.val = SyntheticBatches(self.val_images, [s.path.stem for s in val_samples], self.synth,
                                     self.recipe.batch_size, opts.seed + 1, shuffle=False, workers=workers)
-        self.model = DiffusionAD(self.cfg).to(self.device)
+        self.model = build_model(self.cfg).to(self.device)
         if self.recipe.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.base_lrs = (self.recipe.lr_unet, self.recipe.lr_seg)
         self.optimizer = torch.optim.Adam([
             {"params": self.model.unet.parameters(), "lr": self.base_lrs[0]},
-            {"params": self.model.segnet.parameters(), "lr": self.base_lrs[1]},
-        ])
+        ] + ([] if recon else [{"params": self.model.segnet.parameters(), "lr": self.base_lrs[1]}]))
         self.ema = WeightAverage(self.model, self.recipe.ema_decay) if self.recipe.ema_decay > 0 else None
         self.steps = 0  # optimizer steps taken, summed over resumed runs
         self.snapshots_written = 0
@@ -125,7 +125,18 @@ class Trainer:
         x = x.to(self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.recipe.channels_last else x
 
+    def _recon_loss(self, batch: TrainingBatch, gen: torch.Generator):
+        """Method "recon": the plain DDPM noise MSE on the good images at t ~ U[0, T), every timestep, so
+        that the trained model serves any recon.t and steps (ReconAD.noise_loss)."""
+        x = self._input(batch.image)
+        t = torch.randint(0, self.cfg.num_timesteps, (x.shape[0],), generator=gen).to(self.device)
+        noise = torch.randn(x.shape, generator=gen).to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            return self.model.noise_loss(x, t, noise)
+
     def _loss(self, batch: TrainingBatch, gen: torch.Generator):
+        if self.cfg.method == "recon":
+            return self._recon_loss(batch, gen)
         x, mask, normal = self._input(batch.image), batch.mask.to(self.device), batch.normal.to(self.device)
         t_s, t_l = self._timesteps(x.shape[0], gen)
         noise_s = torch.randn(x.shape, generator=gen).to(self.device)
@@ -256,6 +267,7 @@ class Trainer:
             "epochs": self.epoch,
             "selected_epoch": self.epoch if self.opts.select == "last" else self.best_epoch,
             "selection": "last epoch" if self.opts.select == "last" else
+            "lowest noise loss on held-out good images (never the test set)" if self.cfg.method == "recon" else
             "lowest loss on held-out good images with fixed synthetic anomalies (never the test set)",
             "best_val_loss": self.best_val,
             "train_seconds": round(self.elapsed, 1),
@@ -352,6 +364,8 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
     channels = opts.channels or detect_channels(samples)
     recipe = opts.recipe(resolve_device(opts.device).type, typical_side(samples), len(samples))
     cfg = opts.model_config(channels, recipe.image_size)
+    if cfg.method == "recon":
+        raise ConfigError("--preview shows synthetic anomalies; the recon method trains on the good images alone")
     synth = AnomalySynthesizer(cfg.image_size, channels, texture_dir=opts.texture_dir,
                                foreground=opts.foreground, anomaly_prob=opts.anomaly_prob,
                                band_prob=opts.band_prob)

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dad_edge.errors import BackendError
+from dad_edge.errors import BackendError, ConfigError
 from dad_edge.runtime.backends.base import Backend, by_order
 from dad_edge.runtime.backends.cuda_graphs import GraphedCall
 
@@ -109,11 +109,13 @@ class TorchBackend(Backend):
         self.meta = meta
         self.module = model
         self.dtype = torch.float16 if half else torch.float32
-        if fused is None:
-            fused = fused_available(dev)
+        if fused is None:  # the fused stages are DiffusionAD's: a recon model takes the plain graph
+            fused = fused_available(dev) and model.cfg.method == "diffusionad"
         try:
             # Before the cast to half: the pipeline keeps a float32 copy of the fixed noise.
             self.fused = FusedPipeline(model, impl=fused_impl) if fused else None
+        except ConfigError:  # a model the fused path does not run (its message names the method)
+            raise
         except ValueError as exc:
             raise BackendError(f"fused_impl: {exc}") from None
         self.graph = DeployGraph(model).to(self.dtype).eval()
