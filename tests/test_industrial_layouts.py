@@ -182,3 +182,38 @@ def test_mvtec_folders_still_open_as_mvtec(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty: no train/good/ folder"):  # none matched: MVTec's own message
         open_category(tmp_path / "empty")
+
+
+# ---- the consumers: eval and baselines take the category whatever its layout -------------------
+
+@pytest.mark.parametrize("layout", ["visa", "dagm"])
+def test_eval_scores_visa_and_dagm_with_their_masks(tmp_path, layout):
+    from dad_edge.model.config import preset
+    from dad_edge.runtime.detector import Detector
+    from dad_edge.training.evaluate import evaluate
+    from deploy_support import random_model
+
+    root = _visa(tmp_path / "VisA") if layout == "visa" else _dagm(tmp_path / "DAGM")
+    cat = open_category(root)
+    channels = 3 if layout == "visa" else 1
+    model = random_model(preset("tiny", channels=channels), seed=1, std=0.15)
+    with Detector.from_module(model, color_order="RGB") as det:
+        metrics = evaluate(det, root)
+    test = cat.test_samples()
+    assert metrics["num_images"] == len(test) and metrics["num_anomalous"] == sum(s.label for s in test)
+    # Pixel metrics are computed: every defect image's mask was found and read (none empty).
+    assert metrics["images_without_masks"] == {} and 0.0 <= metrics["pixel_auroc"] <= 1.0
+    assert all(m.any() for m in load_masks([s for s in test if s.label], 32))
+
+
+def test_a_baseline_fits_and_evaluates_on_a_dagm_class(tmp_path):
+    from dad_edge.baselines.fit import MIN_TRAIN_IMAGES, fit_baseline
+    from dad_edge.training.evaluate import evaluate_model
+
+    cls = tmp_path / "DAGM" / "Class1"
+    _dagm_split(cls / "Train", defective={3}, n=MIN_TRAIN_IMAGES + 1)
+    _dagm_split(cls / "Test", defective={1, 4}, n=4)
+    fit = fit_baseline(cls, "iforest", tmp_path / "if", image_size=8)
+    assert fit.num_images == MIN_TRAIN_IMAGES  # the defective training image is left out
+    metrics = evaluate_model(fit.path, cls)
+    assert (metrics["num_images"], metrics["num_anomalous"]) == (4, 2) and metrics["pixel_auroc"] is None

@@ -1,9 +1,10 @@
-"""Fit a classical baseline on the good images of an MVTec-layout category: what `dad-edge baseline` runs.
+"""Fit a classical baseline on the good images of a category (MVTec, VisA or DAGM layout): what
+`dad-edge baseline` runs.
 
     path = fit_baseline("my_part", "iforest", "runs/if")      # -> runs/if/baseline.safetensors
     dad-edge eval runs/if/baseline.safetensors --data my_part  # the metrics every model gets
 
-Every image of train/good is used (no validation split: nothing is selected or thresholded).
+Every normal training image (MVTec: train/good) is used (no validation split: nothing is selected or thresholded).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from dad_edge.baselines.base import fit_library
 from dad_edge.baselines.features import DEFAULT_SIZE, PixelFeatures, check_shape, downsample
 from dad_edge.baselines.methods import method_class
 from dad_edge.data.imageio import read_image
-from dad_edge.data.mvtec import MVTecCategory, detect_channels
+from dad_edge.data.layouts import open_category
+from dad_edge.data.mvtec import detect_channels
 from dad_edge.errors import ConfigError, DataError
 
 # Below this, per-pixel statistics are mostly noise and COPOD's tail probabilities cannot go
@@ -51,16 +53,16 @@ def output_path(out_dir) -> Path:
 
 def fit_baseline(data_root, method: str, out_dir, image_size: int = DEFAULT_SIZE, channels: Optional[int] = None,
                  seed: int = 0) -> FitReport:
-    """Fit `method` on data_root/train/good and write out_dir/baseline.safetensors.
+    """Fit `method` on the normal training images of data_root and write out_dir/baseline.safetensors.
 
     channels None: gray unless the first images have colour (as `dad-edge train`)."""
     cls = method_class(method)
     check_shape(image_size, 1 if channels is None else channels)
     path = output_path(out_dir)
-    samples = MVTecCategory(data_root).train_samples()
+    samples = open_category(data_root).train_samples()
     if len(samples) < MIN_TRAIN_IMAGES:
-        raise DataError(f"{Path(data_root) / 'train' / 'good'}: {len(samples)} images; a baseline needs at least "
-                        f"{MIN_TRAIN_IMAGES} normal images there")
+        raise DataError(f"{data_root}: {len(samples)} images of good parts to fit on; a baseline needs at least "
+                        f"{MIN_TRAIN_IMAGES} normal training images")
     if channels is None:
         channels = detect_channels(samples)
     t0 = time.perf_counter()

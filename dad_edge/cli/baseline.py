@@ -13,7 +13,7 @@ def add_command(sub) -> None:
 
     p = sub.add_parser("baseline", help="fit a classical baseline (Isolation Forest, One-Class SVM, COPOD) "
                                         "on downsampled pixels of the good images")
-    p.add_argument("--data", required=True, help="category folder with train/good (MVTec AD layout)")
+    p.add_argument("--data", required=True, help="category folder (MVTec AD, VisA object or DAGM class layout)")
     p.add_argument("--method", required=True, metavar="|".join(METHODS),  # no choices=: an unknown one is one line
                    help="iforest: Isolation Forest; ocsvm: One-Class SVM (RBF); copod: COPOD")
     p.add_argument("--out", required=True, help="folder for baseline.safetensors")

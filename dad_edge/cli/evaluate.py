@@ -12,7 +12,7 @@ from dad_edge.cli.args import add_runtime_arguments, channels, positive_int
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="image/pixel AUROC, AU-PRO, AP, F1-max on a test split")
     p.add_argument("model", help="model.safetensors (or an exported model)")
-    p.add_argument("--data", required=True, help="category folder with test/ and ground_truth/")
+    p.add_argument("--data", required=True, help="category folder (MVTec AD, VisA object or DAGM class layout)")
     p.add_argument("--out", help="write metrics.json, scores.csv (one row per image), roc.png and overlays/ here")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--batch-size", type=positive_int, default=16)

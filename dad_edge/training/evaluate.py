@@ -18,7 +18,8 @@ import numpy as np
 
 from dad_edge.data.imageio import read_image
 from dad_edge.errors import ConfigError
-from dad_edge.data.mvtec import MVTecCategory, Sample, load_masks
+from dad_edge.data.layouts import open_category
+from dad_edge.data.mvtec import Sample, load_masks
 from dad_edge.data.preprocess import check_frame, resize_bilinear
 from dad_edge.runtime.detector import Detector
 from dad_edge.training.metrics import compute_metrics, roc_curve
@@ -79,7 +80,7 @@ def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int
              progress: bool = False) -> Dict[str, object]:
     """Metrics of `detector` over the test split of `data_root`; with `out_dir`, also
     metrics.json, scores.csv, roc.png and overlays/<type>/<stem>.png."""
-    category = MVTecCategory(data_root)
+    category = open_category(data_root)
     preds = predict_test_set(detector, category.test_samples(), progress)
     metrics = compute_metrics(preds.labels, preds.scores, preds.masks, preds.maps, preds.defect_types)
     metrics["images_without_masks"] = images_without_masks(preds.samples, Path(data_root))
