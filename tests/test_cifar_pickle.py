@@ -4,7 +4,6 @@ import os
 import pickle
 import struct
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -12,7 +12,7 @@ import pytest
 from dad_edge.data.class_folders import read_class_folders
 from dad_edge.data.digits import load_digits_dataset
 from dad_edge.data.imageio import read_image, write_image
-from dad_edge.data.mnist import IDX_IMAGES, IDX_LABELS, read_idx, read_mnist, read_mnist_c
+from dad_edge.data.mnist import IDX_IMAGES, IDX_LABELS, read_idx, read_mnist_c
 from dad_edge.data.mvtec import MVTecCategory
 from dad_edge.data.oneclass import ArrayImages, OneClassDataset, mean_over_classes
 from dad_edge.data.oneclass_formats import detect_format, open_oneclass_dataset

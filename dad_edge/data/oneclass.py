@@ -1,6 +1,6 @@
 """One class of N as the normal class: the one-class protocol on classification data sets.
 
-    dataset = open_oneclass_dataset("digits")          # or a CIFAR-10 / MNIST / class-folder path
+    dataset = open_oneclass_dataset("digits")          # oneclass_formats.py; or a CIFAR-10 / MNIST / folder path
     for name in dataset.class_names:
         split = dataset.split(name, seed=0)
         split.train_frames()                           # uint8 (H, W, C) images of the normal class
@@ -105,7 +105,7 @@ def _folder_names(class_names: Sequence[str]) -> List[str]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare the index arrays, not the objects
 class OneClassSplit:
     """Training and test images of one run of the protocol, as indices into the data set."""
 
