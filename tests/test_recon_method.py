@@ -130,6 +130,10 @@ def test_structural_map_is_scikit_image_ssim_inside_the_border():
     assert np.abs(got[inner, inner] - (1 - ref[inner, inner]) / 2).max() <= 1e-5
     assert got[12:18, 12:18].mean() > 2 * got[25:35, 25:35].mean()  # the square stands out
     assert float(structural_error_map(ta, ta, ssim_taps()).abs().max()) <= 1e-5  # identical -> 0
+    # A half-precision model (Detector(half=True) on CUDA) still computes the map at float32.
+    model = perturbed(recon_cfg(error="ssim"))
+    half = model.error_map(ta.half(), tb.half())
+    assert half.dtype == torch.float32 and (half - model.error_map(ta, tb)).abs().max() <= 2e-3
 
 
 def test_smoothing_is_diffusionads():

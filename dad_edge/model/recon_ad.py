@@ -98,7 +98,9 @@ class ReconAD(nn.Module):
         return x0
 
     def error_map(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        """Step 3: the per-pixel error of the reconstruction (B, 1, S, S), in [0, 1]."""
+        """Step 3: the per-pixel error of the reconstruction (B, 1, S, S), in [0, 1], at float32 whatever
+        the network's dtype: SSIM's variances are differences of nearly equal moments, lost at float16."""
+        x, x0 = x.float(), x0.float()
         if self.cfg.recon.error == "ssim":
             return structural_error_map(x, x0, self.ssim_window)
         return squared_error_map(x, x0)
