@@ -190,6 +190,9 @@ def test_methods_keep_to_their_own_fields():
         preset("tiny").replace(recon=ReconConfig())
     with pytest.raises(ConfigError, match=r"seg=.* is a setting of method 'diffusionad'"):
         recon_cfg().replace(seg=preset("tiny").seg)
+    with pytest.raises(ConfigError, match=r"method is 'diffusionad'"):
+        ReconAD(preset("tiny"))
+    assert isinstance(build_model(preset("tiny")), DiffusionAD) and isinstance(build_model(recon_cfg()), ReconAD)
 
 
 def test_info_counts_k_passes_and_no_segmentation_net():
