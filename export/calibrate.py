@@ -18,10 +18,11 @@ import numpy as np
 
 from dad_edge.artifacts.metadata import SCORE_NORMALIZATION
 from dad_edge.training.thresholds import f1_thresholds, quantile_thresholds
-from dad_edge.data.mvtec import GOOD, MVTecCategory, Sample
+from dad_edge.data.layouts import detect_layout, open_category
+from dad_edge.data.mvtec import GOOD, Sample
 from dad_edge.runtime.detector import Detector
 from dad_edge.errors import DadEdgeError, DataError
-from dad_edge.data.imageio import IMAGE_EXTENSIONS, list_images, read_image, read_mask
+from dad_edge.data.imageio import IMAGE_EXTENSIONS, list_images, read_image
 from dad_edge.data.preprocess import check_frame
 from dad_edge.artifacts.metadata import Thresholds
 
@@ -29,10 +30,11 @@ from .metadata_io import write_metadata
 
 
 def calibration_samples(data) -> List[Sample]:
-    """The test set of a category folder (it has test/), else every image under `data` as good."""
+    """The test set of a category folder (MVTec with test/, a VisA object, a DAGM class), else every
+    image under `data` as good."""
     root = Path(data)
-    if (root / "test").is_dir():
-        return MVTecCategory(root).test_samples()
+    if (root / "test").is_dir() or detect_layout(root) in ("visa", "dagm"):
+        return open_category(root).test_samples()
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; pass a category folder (MVTec layout) or a folder of good images")
     files = list_images(root, recursive=True)
@@ -47,7 +49,7 @@ def _mask(sample: Sample, shape) -> Optional[np.ndarray]:
         return np.zeros(shape, bool)
     if sample.mask_path is None:
         return None
-    mask = read_mask(sample.mask_path)
+    mask = sample.read_mask()
     if mask.shape != shape:
         mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
     return mask

@@ -217,3 +217,21 @@ def test_a_baseline_fits_and_evaluates_on_a_dagm_class(tmp_path):
     assert fit.num_images == MIN_TRAIN_IMAGES  # the defective training image is left out
     metrics = evaluate_model(fit.path, cls)
     assert (metrics["num_images"], metrics["num_anomalous"]) == (4, 2) and metrics["pixel_auroc"] is None
+
+
+@pytest.mark.parametrize("layout", ["visa", "dagm"])
+def test_train_and_calibrate_read_visa_and_dagm(tmp_path, layout):
+    """`dad-edge train --data` takes a VisA object or a DAGM class as it takes an MVTec category,
+    and calibrate reads their masks (VisA's hold class indices, not 255)."""
+    from dad_edge.export.calibrate import _mask, calibration_samples
+    from dad_edge.training.train import TrainOptions, train
+
+    root = _visa(tmp_path / "VisA") if layout == "visa" else _dagm(tmp_path / "DAGM")
+    cat = open_category(root)
+    path = train(TrainOptions(data=str(root), out=str(tmp_path / "run"), epochs=1, preset="tiny", batch_size=2,
+                              progress=False, device="cpu"))
+    assert path.is_file()
+    samples = calibration_samples(root)
+    assert [s.path for s in samples] == [s.path for s in cat.test_samples()]
+    defect = next(s for s in samples if s.label)
+    assert _mask(defect, (16, 16)).any()

@@ -28,7 +28,8 @@ from dad_edge.data.imageio import read_image
 from dad_edge.runtime.detector import Detector
 from dad_edge.training.thresholds import detector_thresholds
 from dad_edge.model.config import ModelConfig
-from dad_edge.data.mvtec import MVTecCategory, detect_channels, load_images
+from dad_edge.data.layouts import open_category
+from dad_edge.data.mvtec import detect_channels, load_images
 from dad_edge.errors import CheckpointError, ConfigError, DataError, TrainingError
 from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
@@ -68,7 +69,7 @@ class Trainer:
         self.out = Path(opts.out)
         self.device = resolve_device(opts.device)
         torch.manual_seed(opts.seed)
-        category = MVTecCategory(opts.data)
+        category = open_category(opts.data)
         train_samples, val_samples = category.train_val_split(opts.val_fraction, opts.seed)
         if not val_samples:  # one image: nothing to hold out for selection and thresholds
             raise DataError(f"{Path(opts.data) / 'train' / 'good'}: holds {len(train_samples)} image; training "
@@ -359,7 +360,7 @@ def train(opts: TrainOptions) -> Path:
 
 def preview(opts: TrainOptions, n: int) -> List[Path]:
     """Write n synthetic training samples (image beside mask) to out/preview/."""
-    category = MVTecCategory(opts.data)
+    category = open_category(opts.data)
     samples, _ = category.train_val_split(opts.val_fraction, opts.seed)
     channels = opts.channels or detect_channels(samples)
     recipe = opts.recipe(resolve_device(opts.device).type, typical_side(samples), len(samples))
