@@ -35,6 +35,9 @@ def test_cpu_defaults_are_small_images_and_large_rates():
     assert g.image_size == 256 and not g.channels_last
     assert default_recipe("paper", 256, "cuda").lr_unet == 1e-4
     assert default_recipe("paper-dit", 256, "cuda").lr_unet == 1e-4  # the paper's width: its rates
+    # The large scale learns to remove anomalies by default; the paper preset keeps the paper's objective.
+    assert r.large_target == g.large_target == "clean"
+    assert default_recipe("paper", 256, "cuda").large_target == "noise"
 
 
 def test_the_data_sets_size_and_count_shape_the_recipe():
