@@ -7,6 +7,7 @@ Errors a user can fix print as one line, exit code 2.
     cli/deploy.py    export, calibrate, predict
     cli/stream.py    stream
     cli/baseline.py  baseline (classical image-level detectors)
+    cli/compare.py   compare (several methods on one data set, one table)
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dad_edge.errors import DadEdgeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dad_edge.cli import baseline, deploy, evaluate, stream, train
+    from dad_edge.cli import baseline, compare, deploy, evaluate, stream, train
     from dad_edge.version import __version__
 
     parser = argparse.ArgumentParser(prog="dad-edge", description="DiffusionAD anomaly detection, train to edge")
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_distill(sub)
     stream.add_command(sub)
     baseline.add_command(sub)
+    compare.add_command(sub)
     return parser
 
 
