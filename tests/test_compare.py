@@ -173,6 +173,8 @@ def test_bad_input_is_one_line_naming_the_value(tmp_path):
     (tmp_path / "file").write_text("x")
     _one_line_error(["compare", "--data", "digits", "--out", str(tmp_path / "file" / "cmp"),
                      "--methods", "iforest"], str(tmp_path / "file"))
+    _one_line_error(["compare", "--data", str(tmp_path / "nowhere"), "--out", str(out), "--methods", "iforest"],
+                    str(tmp_path / "nowhere"), "no such folder")
     assert not out.exists()  # every check ran before anything was written
 
     one_class = tmp_path / "shapes"

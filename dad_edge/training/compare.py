@@ -164,8 +164,11 @@ def check_options(opts: CompareOptions) -> None:
 
 def _targets(opts: CompareOptions) -> List[_Target]:
     """The category folders to run on; a one-class data set's classes are written under --out/data/."""
-    from dad_edge.data.oneclass_formats import open_oneclass_dataset
+    from dad_edge.data.oneclass_formats import DIGITS, open_oneclass_dataset
 
+    if opts.data != DIGITS and not Path(opts.data).is_dir():
+        raise DataError(f"--data {opts.data}: no such folder; give {DIGITS} (built in), a one-class data set "
+                        "folder or a category folder")
     if detect_layout(opts.data):  # one industrial category
         for option, value in (("--classes", opts.classes), ("--max-test", opts.max_test)):
             if value is not None:
