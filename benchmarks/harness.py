@@ -28,6 +28,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+from dad_edge.training.compare import cpu_name  # the one reader of /proc/cpuinfo
+
 RESULTS: List[Dict[str, Any]] = []  # one row per timed (model, target, batch), for the final table
 PARITY: List[Dict[str, Any]] = []  # one row per backend of the AUROC parity test
 _PEAKS: Dict[tuple, Dict[str, float]] = {}
@@ -36,17 +38,6 @@ BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 2}
 
 
 # -- machine and versions ---------------------------------------------------------------
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def device_name(device: str) -> str:
     """The device in words: CPU model and cores, or the GPU's name."""

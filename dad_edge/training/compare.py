@@ -115,11 +115,11 @@ def machine_name(device: str) -> str:
     import torch
 
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return f"{torch.cuda.get_device_name(0)} (CUDA); baselines on {_cpu_name()}"
-    return f"{_cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+        return f"{torch.cuda.get_device_name(0)} (CUDA); baselines on {cpu_name()}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
