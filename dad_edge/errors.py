@@ -27,3 +27,8 @@ class BackendError(DadEdgeError, RuntimeError):
 
 class TrainingError(DadEdgeError, RuntimeError):
     """Training diverged or cannot go on; the message says what to change."""
+
+
+class OutputError(DadEdgeError, OSError):
+    """A file that cannot be written (full disk, file-size limit, read-only folder); the previous
+    version of the file, if any, is left as it was."""
