@@ -156,7 +156,7 @@ def test_bad_sources(rgb, tmp_path):
     with pytest.raises(DataError, match="no files match"):
         det(str(tmp_path / "*.png"))
     with pytest.raises(InputError, match="expected a path"):
-        det(42)
+        det(4.2)
     results = det([tmp_path / "missing.png", 3])
     assert not any(r.ok for r in results)
 

@@ -16,6 +16,16 @@ from dad_edge.errors import DataError, InputError
 from dad_edge.data.imageio import IMAGE_EXTENSIONS
 
 _GLOB_CHARS = set("*?[")
+# What the stream reads and a Detector call does not (dad_edge/stream/capture.py opens them):
+# named here so that a video or URL handed to det(...) or `predict` gets pointed to the stream.
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
+
+
+def _use_stream(source, what: str) -> str:
+    """The message for a camera, URL or video given where images are expected."""
+    return (f"{source!s} is {what}: a Detector call and `dad-edge predict` score images; run frames from it with "
+            f"det.stream({source!r}) or `dad-edge stream MODEL --source {source}`")
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,13 @@ class Item:
     path: Optional[Path] = None
     array: Optional[np.ndarray] = None
     error: Optional[str] = None  # set when the item is known bad before reading it
+
+
+def _file_item(path: Path) -> Item:
+    """One file given by name; a video becomes a failed item that points to the stream."""
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return Item(str(path), path=path, error=_use_stream(str(path), "a video"))
+    return Item(str(path), path=path)
 
 
 def _folder_items(folder: Path) -> List[Item]:
@@ -41,6 +58,9 @@ def _folder_items(folder: Path) -> List[Item]:
 
 
 def _path_items(source: str) -> Tuple[List[Item], bool]:
+    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+    if scheme == "csi" or scheme in URL_SCHEMES:
+        raise InputError(_use_stream(source, "a camera or network stream"))
     path = Path(source)
     if path.is_dir():
         items = _folder_items(path)
@@ -48,17 +68,19 @@ def _path_items(source: str) -> Tuple[List[Item], bool]:
             raise DataError(f"{path}: the folder has no files; put images ({', '.join(IMAGE_EXTENSIONS)}) there")
         return items, False
     if path.is_file():
-        return [Item(str(path), path=path)], True
+        return [_file_item(path)], True
     if _GLOB_CHARS & set(str(source)):
         files = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
         if not files:
             raise DataError(f"{source}: no files match this pattern")
-        return [Item(str(p), path=p) for p in files], False
+        return [_file_item(p) for p in files], False
     raise DataError(f"{source}: no such file or folder")
 
 
 def expand(source) -> Tuple[List[Item], bool]:
     """-> (items, single): single is True when `source` names exactly one image."""
+    if isinstance(source, int) and not isinstance(source, bool):
+        raise InputError(_use_stream(source, "a camera index"))
     if isinstance(source, np.ndarray):
         return [Item("array", array=source)], True
     if isinstance(source, (str, Path)):
@@ -71,7 +93,7 @@ def expand(source) -> Tuple[List[Item], bool]:
             elif isinstance(element, (str, Path)):
                 try:
                     items += _path_items(str(element))[0]
-                except DataError as exc:
+                except (DataError, InputError) as exc:
                     items.append(Item(str(element), error=str(exc)))
             else:
                 items.append(Item(f"[{i}]", error=f"item {i}: expected a path or a numpy array, "

@@ -25,12 +25,10 @@ import numpy as np
 
 from dad_edge.errors import BackendError, ConfigError, DataError, InputError
 from dad_edge.data.imageio import IMAGE_EXTENSIONS, read_image
-from dad_edge.runtime.inputs import Item, expand
+from dad_edge.runtime.inputs import URL_SCHEMES, VIDEO_EXTENSIONS, Item, expand
 
 Frame = Optional[np.ndarray]
 
-URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
 NETWORK_TIMEOUT_MS = 10_000  # a network stream that sends nothing this long counts as dropped
 _SYSTEM_OPENCV_FIX = ("pip's opencv-python wheels never have GStreamer; on a Jetson use the OpenCV that JetPack "
                       "installs: `pip uninstall opencv-python opencv-python-headless` and `sudo apt install "
