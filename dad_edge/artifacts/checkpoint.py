@@ -12,18 +12,22 @@ if TYPE_CHECKING:  # torch is imported by the functions that need it: artifacts/
     import torch
 
 from dad_edge.artifacts import metadata as md
-from dad_edge.artifacts.atomic import atomic_path
+from dad_edge.artifacts.atomic import atomic_path, write_error
 from dad_edge.errors import CheckpointError
 from dad_edge.artifacts.metadata import META_KEY
 
 
 def save_tensors(path, tensors: Dict[str, "torch.Tensor"], meta: Dict[str, Any]) -> None:
     """Atomically write tensors + metadata (already validated) as safetensors."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={META_KEY: md.dumps(meta)})
+        try:
+            save_file(tensors, str(tmp), metadata={META_KEY: md.dumps(meta)})
+        except SafetensorError as exc:  # its I/O errors (a full disk, a file-size limit) are not OSErrors
+            raise write_error(Path(path), exc) from None
 
 
 def read_tensors(path, device: str = "cpu") -> Tuple[Dict[str, "torch.Tensor"], Dict[str, Any]]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dad_edge.artifacts import checkpoint as ckpt
+from dad_edge.artifacts.atomic import remove_stale_temps
 from dad_edge.data.imageio import read_image
 from dad_edge.runtime.detector import Detector
 from dad_edge.training.thresholds import detector_thresholds
@@ -190,6 +191,8 @@ class Trainer:
         if opts.resume:
             self.load_state()
         self.out.mkdir(parents=True, exist_ok=True)
+        for folder in (self.out, self.out / "snapshots"):  # what a killed run was writing
+            remove_stale_temps(folder)
         budget = None if opts.minutes is None else opts.minutes * 60.0
         max_epochs = opts.epochs if opts.epochs is not None else 10 ** 9
         if self.epoch >= max_epochs or (budget is not None and self.elapsed >= budget):
