@@ -30,6 +30,25 @@ def runtime_kwargs(args) -> dict:
     return dict(backend=args.backend, device=args.device, half=args.half, cuda_graphs=args.cuda_graphs)
 
 
+def add_threshold_arguments(p) -> None:
+    """--threshold, --pixel-threshold, --sensitivity of a command that runs a Detector (predict, stream):
+    decide with these instead of the file's thresholds, without changing the file. Read back with
+    threshold_kwargs()."""
+    g = p.add_argument_group("thresholds at run time (the model file is not changed; `calibrate` stores new ones)")
+    g.add_argument("--threshold", type=float, metavar="T",
+                   help="image threshold: a raw score in [0, 1] (default: the model's)")
+    g.add_argument("--pixel-threshold", type=float, metavar="T",
+                   help="pixel threshold: a raw map value in [0, 1] (default: the model's)")
+    g.add_argument("--sensitivity", type=float, metavar="S",
+                   help="in [0, 1]: 0.5 = the calibrated thresholds, higher flags more; moves both along "
+                        "the calibrated scale (a --threshold / --pixel-threshold given wins for its level)")
+
+
+def threshold_kwargs(args) -> dict:
+    """The Detector keyword arguments add_threshold_arguments() parsed."""
+    return dict(image_threshold=args.threshold, pixel_threshold=args.pixel_threshold, sensitivity=args.sensitivity)
+
+
 def channels(text: str) -> Optional[int]:
     if text == "auto":
         return None

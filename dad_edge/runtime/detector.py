@@ -9,7 +9,9 @@ Frames of any size are resized once to the model size here, one call of the oper
 per batch (dad_edge.runtime.ops.preprocess: the C extension when built, else the numpy reference,
 the same numbers as preprocess.to_pixels) inside Backend.run; a backend that pre-processes on
 its device (the fused torch path, see backends/torch_backend.py) overrides run instead. The map
-comes back at each frame's own size. Thresholds come from the artifact's metadata.
+comes back at each frame's own size. Thresholds come from the artifact's metadata, unless given
+at run time (image_threshold=, pixel_threshold=, sensitivity=: dad_edge/runtime/thresholds.py);
+the file is never changed here.
 
 Detector.infer_batch is the one way into the backend for everything that scores: predict and
 the stream (run_items), `dad-edge eval` (training/evaluate.py), `dad-edge calibrate` and
@@ -32,6 +34,7 @@ from dad_edge.data.imageio import read_image
 from dad_edge.data.preprocess import check_frame
 from dad_edge.runtime.result import Result
 from dad_edge.runtime.inputs import Item, expand
+from dad_edge.runtime.thresholds import runtime_thresholds
 
 COLOR_ORDERS = ("BGR", "RGB")
 
@@ -63,8 +66,14 @@ def _display_image(frame: np.ndarray, color_order: str) -> np.ndarray:
 class Detector:
     def __init__(self, model: Union[str, Path], backend: Optional[str] = None, device: Optional[str] = None,
                  half: bool = False, color_order: str = "BGR", batch_size: int = 8,
-                 fused: Optional[bool] = None, cuda_graphs: bool = False):
+                 fused: Optional[bool] = None, cuda_graphs: bool = False,
+                 image_threshold: Optional[float] = None, pixel_threshold: Optional[float] = None,
+                 sensitivity: Optional[float] = None):
         """`model`: .safetensors (torch), .onnx (ONNX Runtime), .plan / .engine (TensorRT).
+
+            Detector("model.onnx")                        # the thresholds stored by calibrate / train
+            Detector("model.onnx", sensitivity=0.7)       # flag more: 0.5 = calibrated, 1 = everything
+            Detector("model.onnx", image_threshold=0.3)   # a raw score value; the file is not changed
 
         backend: force one ("torch", "onnxruntime", "tensorrt"); device: "cpu", "cuda",
         "cuda:N" (default: the GPU where the backend has one); half: fp16 (torch on CUDA);
@@ -75,10 +84,20 @@ class Detector:
         cuda_graphs (torch backend on CUDA): replay the network part of each call from a CUDA
         graph captured once per batch size (several times faster at small batches; the first
         call of each batch size pays the capture).
+        image_threshold, pixel_threshold (raw values in [0, 1]) and sensitivity (in [0, 1], moves both
+        along the calibrated scale as anomalib's post-processor does) decide instead of the file's
+        thresholds: see set_thresholds. `calibrate` stays the way to store new defaults.
         """
         _check_options(color_order, batch_size)
+        # Checked before the backend loads: a wrong value fails fast, naming itself.
+        runtime_thresholds(md.Thresholds(0.5, 0.5), image_threshold, pixel_threshold, sensitivity)
         self._attach(Path(model), load_backend(Path(model), backend, device=device, half=half, fused=fused,
                                                cuda_graphs=cuda_graphs), color_order, batch_size)
+        try:
+            self.set_thresholds(image_threshold, pixel_threshold, sensitivity)
+        except ConfigError:
+            self.close()
+            raise
 
     @classmethod
     def from_module(cls, model, meta: Optional[Dict[str, Any]] = None, device: Optional[str] = None,
@@ -105,7 +124,8 @@ class Detector:
         self.closed = False
         self.meta = backend.meta
         self.config = md.model_config(self.meta)
-        self.thresholds = md.thresholds(self.meta)
+        self.calibrated_thresholds = md.thresholds(self.meta)  # the file's
+        self.thresholds = self.calibrated_thresholds  # what results are decided with (set_thresholds)
         self.color_order = color_order
         self.batch_size = min(batch_size, backend.max_batch or batch_size)
 
@@ -114,6 +134,19 @@ class Detector:
         where = "<in-memory module>" if self.path is None else repr(str(self.path))
         return (f"Detector({where}, backend={self.backend.name} on {self.backend.device}, "
                 f"{c.image_size}x{c.image_size}x{c.channels}, thresholds image={t.image} pixel={t.pixel})")
+
+    def set_thresholds(self, image_threshold: Optional[float] = None, pixel_threshold: Optional[float] = None,
+                       sensitivity: Optional[float] = None) -> md.Thresholds:
+        """Decide the next results with other thresholds than the file's; returns them (self.thresholds).
+
+        image_threshold / pixel_threshold: raw score / map values in [0, 1]. sensitivity in [0, 1]:
+        0.5 is the calibrated threshold, higher flags more; it moves each calibrated threshold
+        along its own normalised scale (the one normalized_score reports), and a value given
+        for a level wins over it. No argument: back to the file's. ConfigError for a value out of
+        [0, 1], or a sensitivity on an uncalibrated model. The model file is not changed."""
+        self.thresholds = runtime_thresholds(self.calibrated_thresholds, image_threshold, pixel_threshold,
+                                             sensitivity)
+        return self.thresholds
 
     # -- public entry points -----------------------------------------------------------
 
@@ -232,6 +265,7 @@ class Detector:
             anomaly_map=amap,
             mask=None if t.pixel is None else amap >= t.pixel,
             image=image,
+            thresholds=t,
         )
 
     def run_items(self, items: Sequence[Item], color_order: Optional[str] = None,

@@ -30,30 +30,21 @@ import numpy as np
 
 from dad_edge.errors import ConfigError, DataError
 from dad_edge.data.imageio import write_image
+from dad_edge.runtime.regions import MAX_REGIONS, anomaly_regions, region_mask
 
 log = logging.getLogger("dad_edge.stream.runner")
 
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 DEFAULT_FPS = 25.0  # for sources that do not report a frame rate (most cameras and streams)
-MAX_BOXES = 32  # the largest regions of a frame; a noisy map must not make every line kilobytes
+MAX_BOXES = MAX_REGIONS  # the largest regions of a frame; a noisy map must not make every line kilobytes
 _RED = (255, 40, 40)  # RGB
 
 
 def anomaly_boxes(result, image_threshold: Optional[float] = None, min_area: int = 1) -> List[List[int]]:
-    """[x, y, w, h] of the anomalous regions of an anomalous result, largest first; [] otherwise."""
-    if not result.label or result.anomaly_map is None:
-        return []
-    if result.mask is not None:
-        mask = result.mask
-    elif image_threshold is not None:
-        mask = result.anomaly_map >= image_threshold
-    else:
-        return []
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    regions = stats[1:]  # row 0 is the background; columns: x, y, w, h, area
-    regions = regions[regions[:, cv2.CC_STAT_AREA] >= min_area]
-    order = np.argsort(-regions[:, cv2.CC_STAT_AREA], kind="stable")[:MAX_BOXES]
-    return [[int(v) for v in regions[i, :4]] for i in order]
+    """[x, y, w, h] of the anomalous regions of an anomalous result, largest first; [] otherwise
+    (the regions of Result.boxes: dad_edge/runtime/regions.py)."""
+    mask = region_mask(result.anomaly_map, result.mask, result.label, image_threshold)
+    return [] if mask is None else [list(r[:4]) for r in anomaly_regions(result.anomaly_map, mask, min_area)]
 
 
 def event_record(result, boxes: List[List[int]], saved: Optional[str] = None) -> Dict[str, Any]:
@@ -70,7 +61,7 @@ def event_record(result, boxes: List[List[int]], saved: Optional[str] = None) ->
 def annotate(result, boxes: List[List[int]], fps: Optional[float] = None) -> np.ndarray:
     """BGR uint8: the result's plot() (heat map, mask outline, score), the boxes, and a status line
     (frame index, live frames/s, latency)."""
-    canvas = result.plot()  # RGB
+    canvas = result.plot(color_order="RGB")
     thickness = max(1, min(canvas.shape[:2]) // 240)
     for x, y, w, h in boxes:
         cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), _RED, thickness)
