@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from dad_edge.artifacts.metadata import Thresholds
-from dad_edge.errors import ConfigError
+from dad_edge.errors import ConfigError, DataError
 from dad_edge.runtime.regions import Region, anomaly_regions, region_mask
 
 PLOT_COLOR_ORDERS = ("BGR", "RGB")
@@ -82,6 +83,29 @@ class Result:
         from dad_edge.data.imageio import write_image
 
         write_image(path, self.plot(color_order="RGB"))  # write_image takes RGB
+
+    def save_maps(self, folder, stem: Optional[str] = None) -> List[Path]:
+        """Write the raw map and the mask into `folder`; returns the files written.
+
+        <stem>_map.tiff: the anomaly map as float32 TIFF, at the image's size, value for value (the
+        numbers the thresholds compare; a 16-bit PNG would round them to 1/65535, and TIFF, unlike
+        .npy, opens in image tools: ImageJ, tifffile, cv2.imread(path, cv2.IMREAD_UNCHANGED)).
+        <stem>_mask.png: the mask as 0 / 255, when the model has a pixel threshold. Written
+        atomically. `stem`: default the source file's stem."""
+        from dad_edge.artifacts.atomic import write_bytes_atomic
+
+        self._check_ok()
+        folder = Path(folder)
+        stem = stem or Path(self.source).stem
+        written = [(folder / f"{stem}_map.tiff", ".tiff", np.ascontiguousarray(self.anomaly_map, np.float32))]
+        if self.mask is not None:
+            written.append((folder / f"{stem}_mask.png", ".png", self.mask.astype(np.uint8) * 255))
+        for path, ext, array in written:
+            ok, buf = cv2.imencode(ext, array)
+            if not ok:
+                raise DataError(f"{path}: OpenCV could not encode this {array.dtype} array as {ext}")
+            write_bytes_atomic(path, buf.tobytes())
+        return [path for path, _, _ in written]
 
     def to_dict(self) -> Dict[str, Any]:
         """Everything but the arrays, JSON-ready; the mask is summarised as its pixel count."""

@@ -18,10 +18,12 @@ import numpy as np
 
 from dad_edge.data.imageio import read_image
 from dad_edge.errors import ConfigError
+from dad_edge.data.category import Category
 from dad_edge.data.layouts import open_category
 from dad_edge.data.mvtec import Sample, load_masks
 from dad_edge.data.preprocess import check_frame, resize_bilinear
 from dad_edge.runtime.detector import Detector
+from dad_edge.progress import progress_bar
 from dad_edge.training.metrics import compute_metrics, roc_curve
 
 
@@ -46,15 +48,13 @@ def predict_test_set(detector: Detector, samples: Sequence[Sample], progress: bo
     image_size = detector.config.image_size
     maps, scores = [], []
     step = detector.batch_size
-    for i in range(0, len(samples), step):
-        frames = [check_frame(read_image(s.path), str(s.path)) for s in samples[i:i + step]]
-        m, sc = detector.infer_batch(frames, "RGB")  # files decode as RGB
-        maps.append(np.asarray(m, np.float32))
-        scores.append(np.asarray(sc, np.float64))
-        if progress:
-            print(f"\r  {min(i + step, len(samples))}/{len(samples)} test images", end="", flush=True)
-    if progress:
-        print(flush=True)
+    with progress_bar(len(samples), "eval", enabled=progress) as bar:  # stderr, on a terminal only
+        for i in range(0, len(samples), step):
+            frames = [check_frame(read_image(s.path), str(s.path)) for s in samples[i:i + step]]
+            m, sc = detector.infer_batch(frames, "RGB")  # files decode as RGB
+            maps.append(np.asarray(m, np.float32))
+            scores.append(np.asarray(sc, np.float64))
+            bar.update(len(frames))
     # Defect folders without any ground truth give image metrics only (pixel metrics None); so does a
     # scorer without maps (a classical baseline, dad_edge/baselines/scorer.py).
     with_masks = [s for s in samples if s.label == 0 or s.mask_path is not None]
@@ -80,11 +80,18 @@ def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int
              progress: bool = False) -> Dict[str, object]:
     """Metrics of `detector` over the test split of `data_root`; with `out_dir`, also
     metrics.json, scores.csv, roc.png and overlays/<type>/<stem>.png."""
-    category = open_category(data_root)
+    # A folder, or a Category already open (GoodBadFolders: `--good DIR --bad DIR`, no masks).
+    category = data_root if isinstance(data_root, Category) else open_category(data_root)
     preds = predict_test_set(detector, category.test_samples(), progress)
     metrics = compute_metrics(preds.labels, preds.scores, preds.masks, preds.maps, preds.defect_types)
-    metrics["images_without_masks"] = images_without_masks(preds.samples, Path(data_root))
-    metrics["data"] = str(Path(data_root).resolve())
+    if getattr(category, "has_masks", True):
+        root = category.root if isinstance(data_root, Category) else Path(data_root)
+        metrics["images_without_masks"] = images_without_masks(preds.samples, root)
+        metrics["data"] = str(root.resolve())
+    else:
+        metrics["images_without_masks"] = {}
+        metrics["image_level_only"] = "the data has no masks: image-level metrics only, no pixel metrics"
+        metrics["data"] = str(category)
     metrics["image_size"] = detector.config.image_size
     if out_dir is not None:
         write_report(preds, metrics, Path(out_dir), overlays_per_type)
