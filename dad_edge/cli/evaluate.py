@@ -15,6 +15,9 @@ def add_eval(sub) -> None:
     p.add_argument("--data", required=True, help="category folder (MVTec AD, VisA object or DAGM class layout)")
     p.add_argument("--out", help="write metrics.json, scores.csv (one row per image), roc.png and overlays/ here")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--report", nargs="?", const="", metavar="FILE",
+                   help="write the inspection report, one self-contained HTML file (default: report.html in "
+                        "--out, else here); needs pip install 'dad_edge[report]'")
     p.add_argument("--batch-size", type=positive_int, default=16)
     add_runtime_arguments(p, precision=False)
     p.add_argument("--overlays", type=int, default=4, help="overlays per defect type (with --out)")
@@ -24,9 +27,16 @@ def add_eval(sub) -> None:
 def cmd_eval(args) -> int:
     from dad_edge.training.evaluate import evaluate_model
 
+    report = None
+    if args.report is not None:
+        from dad_edge.report import require_matplotlib
+
+        require_matplotlib()  # before the test set is scored, not after
+        report = Path(args.report) if args.report else Path(args.out or ".") / "report.html"
     # Through a Detector on the model (closed at the end): eval's scores are the Detector's.
     metrics = evaluate_model(args.model, args.data, out_dir=args.out, backend=args.backend, device=args.device,
-                             batch_size=args.batch_size, overlays_per_type=args.overlays, progress=not args.json)
+                             batch_size=args.batch_size, overlays_per_type=args.overlays, progress=not args.json,
+                             report=report)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -37,6 +47,8 @@ def cmd_eval(args) -> int:
             if (out / "overlays").is_dir():  # a baseline has no maps, so no overlays
                 written.append(f"{out / 'overlays'}/")
             print("report: " + ", ".join(str(w) for w in written))
+        if report is not None:
+            print(f"inspection report: {report}")
     return 0
 
 

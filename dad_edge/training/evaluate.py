@@ -77,9 +77,10 @@ def images_without_masks(samples: Sequence[Sample], root: Path) -> Dict[str, int
 
 
 def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int = 4,
-             progress: bool = False) -> Dict[str, object]:
+             progress: bool = False, report=None) -> Dict[str, object]:
     """Metrics of `detector` over the test split of `data_root`; with `out_dir`, also
-    metrics.json, scores.csv, roc.png and overlays/<type>/<stem>.png."""
+    metrics.json, scores.csv, roc.png and overlays/<type>/<stem>.png; with `report`, the HTML
+    inspection report (dad_edge/report/, needs matplotlib) at that path."""
     # A folder, or a Category already open (GoodBadFolders: `--good DIR --bad DIR`, no masks).
     category = data_root if isinstance(data_root, Category) else open_category(data_root)
     preds = predict_test_set(detector, category.test_samples(), progress)
@@ -95,11 +96,18 @@ def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int
     metrics["image_size"] = detector.config.image_size
     if out_dir is not None:
         write_report(preds, metrics, Path(out_dir), overlays_per_type)
+    if report is not None:
+        from dad_edge.report.page import write_html_report
+
+        write_html_report(report, preds, metrics, getattr(detector, "thresholds", None),
+                          title=str(getattr(detector, "path", None) or detector),
+                          with_maps=getattr(detector, "has_maps", True))
     return metrics
 
 
 def evaluate_model(model_path, data_root, out_dir=None, backend: Optional[str] = None, device: Optional[str] = None,
-                   batch_size: int = 16, overlays_per_type: int = 4, progress: bool = False) -> Dict[str, object]:
+                   batch_size: int = 16, overlays_per_type: int = 4, progress: bool = False,
+                   report=None) -> Dict[str, object]:
     """evaluate() on a model file (checkpoint, ONNX, engine) through its own Detector, closed at the end:
     what `dad-edge eval` runs. A baseline file (`dad-edge baseline`) goes through its BaselineScorer:
     image metrics only, no overlays."""
@@ -110,9 +118,9 @@ def evaluate_model(model_path, data_root, out_dir=None, backend: Optional[str] =
         if backend or device:
             raise ConfigError(f"{model_path} is a baseline, scored with numpy: drop --backend/--device")
         with BaselineScorer(model_path, batch_size=batch_size) as scorer:
-            return evaluate(scorer, data_root, out_dir, 0, progress)
+            return evaluate(scorer, data_root, out_dir, 0, progress, report)
     with Detector(model_path, backend=backend, device=device, batch_size=batch_size) as det:
-        return evaluate(det, data_root, out_dir, overlays_per_type, progress)
+        return evaluate(det, data_root, out_dir, overlays_per_type, progress, report)
 
 
 def write_scores(path: Path, preds: Predictions) -> None:
