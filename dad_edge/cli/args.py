@@ -30,6 +30,41 @@ def runtime_kwargs(args) -> dict:
     return dict(backend=args.backend, device=args.device, half=args.half, cuda_graphs=args.cuda_graphs)
 
 
+def add_batch_argument(p, default: Optional[int], help: str) -> None:
+    """--batch N: one name for every command; --batch-size stays as a hidden alias (older commands)."""
+    p.add_argument("--batch", type=positive_int, default=default, dest="batch_size", metavar="N", help=help)
+    p.add_argument("--batch-size", type=positive_int, dest="batch_size", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+
+
+def add_data_arguments(p, what: str) -> None:
+    """--data DIR, or --good DIR --bad DIR (two folders without masks: image-level only), of eval and
+    calibrate. Read back with data_argument()."""
+    p.add_argument("--data", help=f"category folder (MVTec AD, VisA object or DAGM class layout){what}")
+    p.add_argument("--good", metavar="DIR", help="instead of --data: a folder of good images (with --bad)")
+    p.add_argument("--bad", metavar="DIR",
+                   help="instead of --data: a folder of defective images, no masks: image-level only")
+
+
+def data_argument(args):
+    """The --data folder, or a GoodBadFolders from --good and --bad; ConfigError for any other mix."""
+    from dad_edge.errors import ConfigError
+
+    pair = (args.good is not None, args.bad is not None)
+    if args.data is not None and any(pair):
+        raise ConfigError("give --data DIR, or --good DIR --bad DIR, not both")
+    if args.data is not None:
+        return args.data
+    if pair == (True, True):
+        from dad_edge.data.good_bad import GoodBadFolders
+
+        return GoodBadFolders(args.good, args.bad)
+    if any(pair):
+        raise ConfigError(f"--{'good' if pair[0] else 'bad'} needs --{'bad' if pair[0] else 'good'} too "
+                          "(or give --data DIR)")
+    raise ConfigError("give the data: --data DIR, or --good DIR --bad DIR")
+
+
 def add_threshold_arguments(p) -> None:
     """--threshold, --pixel-threshold, --sensitivity of a command that runs a Detector (predict, stream):
     decide with these instead of the file's thresholds, without changing the file. Read back with
@@ -63,7 +98,7 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--out", required=True, help="run folder: model.safetensors, train_state.safetensors")
     p.add_argument("--epochs", type=positive_int, help="stop after this many epochs")
     p.add_argument("--minutes", type=float, help=f"stop after this much {what} time")
-    p.add_argument("--batch-size", type=positive_int, help="default: the recipe's (16)")
+    add_batch_argument(p, None, "images per training step (default: the recipe's, 16; 8 for small sets)")
     p.add_argument("--lr-unet", type=float, help="U-Net learning rate (default: the recipe's for the preset "
                    "and device, see training/recipe.py)")
     p.add_argument("--lr-seg", type=float, help="segmentation-net learning rate (default: the recipe's)")

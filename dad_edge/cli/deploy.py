@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from dad_edge.cli.args import positive_int, add_runtime_arguments, runtime_kwargs
+from dad_edge.cli.args import (positive_int, add_batch_argument, add_data_arguments, add_runtime_arguments,
+                               add_threshold_arguments, data_argument, runtime_kwargs, threshold_kwargs)
 from dad_edge.errors import ConfigError
 
 
@@ -89,12 +90,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="choose the image and pixel thresholds and store them in the model file")
     p.add_argument("model", help="model.safetensors, .onnx or .plan / .engine")
-    p.add_argument("--data", required=True,
-                   help="category folder (MVTec layout; F1-max when test/ has defects) or a folder of good images")
+    add_data_arguments(p, "; F1-max when test/ has defects; or a folder of good images")
     p.add_argument("--quantile", type=float, default=0.99,
-                   help="with good images only: thresholds at this quantile of their scores (default 0.99)")
+                   help="with good images only: thresholds at this quantile of their scores")
     add_runtime_arguments(p, precision=False)
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    add_batch_argument(p, 8, "images per inference call")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -102,8 +103,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from dad_edge.export.calibrate import calibrate
 
     t0 = time.perf_counter()
-    t = calibrate(args.model, args.data, quantile=args.quantile, backend=args.backend, device=args.device,
-                  batch_size=args.batch_size)
+    data = data_argument(args)
+    t = calibrate(args.model, data, quantile=args.quantile, backend=args.backend, device=args.device,
+                  batch_size=args.batch_size, progress=not args.quiet)
+    if not isinstance(data, str):  # --good/--bad: no masks
+        print("no masks (--good/--bad): the image threshold is the F1-max of the image scores; the pixel "
+              f"threshold is the q={args.quantile} quantile of the good images' map maxima")
     print(f"{args.model}: image threshold {t.image:.6g}, pixel threshold {t.pixel:.6g} ({t.source}); "
           f"scores are also reported normalised, threshold = 0.5 [{time.perf_counter() - t0:.1f} s]")
     return 0
@@ -116,8 +121,12 @@ def add_predict(sub) -> None:
     p.add_argument("model", help="model.safetensors, .onnx or .plan / .engine")
     p.add_argument("sources", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--save", type=Path, metavar="DIR", help="write overlays and results.jsonl here")
+    p.add_argument("--save-maps", type=Path, metavar="DIR",
+                   help="write each raw anomaly map (<stem>_map.tiff, float32: the values the thresholds "
+                        "compare, lossless) and mask (<stem>_mask.png, 0/255) here")
     add_runtime_arguments(p)
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    add_threshold_arguments(p)
+    add_batch_argument(p, 8, "images per inference call")
     p.set_defaults(func=cmd_predict)
 
 
@@ -131,7 +140,7 @@ def _unique_name(stem: str, used: Dict[str, int]) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dad_edge.runtime.detector import Detector
 
-    det = Detector(args.model, batch_size=args.batch_size, **runtime_kwargs(args))
+    det = Detector(args.model, batch_size=args.batch_size, **runtime_kwargs(args), **threshold_kwargs(args))
     print(f"{det}", flush=True)
     counts = {"ok": 0, "failed": 0, "anomalous": 0}
     totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
@@ -155,10 +164,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     verdict = {None: "uncalibrated", True: "ANOMALY", False: "good"}[r.label]
                     norm = "" if r.normalized_score is None else f" (normalised {r.normalized_score:.3f})"
                     print(f"{r.source}: score {r.score:.4f}{norm} {verdict}", flush=True)
+                    name = _unique_name(Path(r.source).stem, used)
                     if args.save:
-                        overlay = args.save / _unique_name(Path(r.source).stem, used)
-                        r.save(overlay)
-                        record["overlay"] = overlay.name
+                        r.save(args.save / name)
+                        record["overlay"] = name
+                    if args.save_maps:
+                        record["maps"] = [str(f) for f in r.save_maps(args.save_maps, Path(name).stem)]
                 if jsonl:
                     jsonl.write(json.dumps(record) + "\n")
     finally:
@@ -167,7 +178,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     n = max(counts["ok"], 1)
     speed = ", ".join(f"{k} {v / n:.1f}" for k, v in totals.items())
     print(f"{counts['ok']} images scored ({counts['anomalous']} anomalous), {counts['failed']} failed; "
-          f"ms per image: {speed}" + (f"; saved to {args.save}" if args.save else ""))
+          f"ms per image: {speed}" + (f"; saved to {args.save}" if args.save else "")
+          + (f"; maps in {args.save_maps}" if args.save_maps else ""))
     return 0 if counts["ok"] else 1
 
 

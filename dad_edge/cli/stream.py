@@ -14,7 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from dad_edge.cli.args import positive_int, add_runtime_arguments, runtime_kwargs
+from dad_edge.cli.args import (positive_int, add_batch_argument, add_runtime_arguments, add_threshold_arguments,
+                               runtime_kwargs, threshold_kwargs)
 from dad_edge.runtime.detector import COLOR_ORDERS
 
 
@@ -25,8 +26,7 @@ def add_command(sub) -> None:
     p.add_argument("model", help="model.safetensors, .onnx or .plan / .engine")
     p.add_argument("--source", required=True,
                    help="camera index (0), csi://N (Jetson), rtsp:// or http:// URL, video file, folder or glob")
-    p.add_argument("--batch", type=positive_int, default=1,
-                   help="frames per inference call (default 1: lowest latency)")
+    add_batch_argument(p, 1, "frames per inference call (1: lowest latency)")
     p.add_argument("--out", type=Path, metavar="VIDEO", help="write the annotated frames to this video (.mp4, .avi)")
     p.add_argument("--save-anomalies", type=Path, metavar="DIR", help="save anomalous frames (PNG + annotated JPEG)")
     p.add_argument("--events", type=Path, metavar="FILE", help="append one JSON line per frame to FILE")
@@ -39,6 +39,7 @@ def add_command(sub) -> None:
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
     p.add_argument("--queue", type=positive_int, metavar="N", help="frames buffered after capture (default 2 x batch)")
     add_runtime_arguments(p)
+    add_threshold_arguments(p)
     p.add_argument("--color-order", choices=COLOR_ORDERS,
                    help="of the source's frames (default: BGR for cameras and videos, RGB for image files)")
     p.add_argument("--log-every", type=float, default=10.0, metavar="S", help="statistics line every S seconds")
@@ -59,11 +60,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
     # stream runs, its capture thread owns the source and closes it.
     source = open_source(args.source)
     try:
-        det = Detector(args.model, batch_size=args.batch, **runtime_kwargs(args))
+        det = Detector(args.model, batch_size=args.batch_size, **runtime_kwargs(args), **threshold_kwargs(args))
     except BaseException:
         source.close()
         raise
-    with det, Stream(det, source, batch=args.batch, color_order=args.color_order, queue_size=args.queue,
+    with det, Stream(det, source, batch=args.batch_size, color_order=args.color_order, queue_size=args.queue,
                      max_frames=args.max_frames, log_every_s=args.log_every) as stream:
         log.info("%s on %s", det, source)
         outputs = StreamOutputs(video=args.out, anomalies=args.save_anomalies, events=args.events,
