@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dad_edge.cli.args import add_runtime_arguments, channels, positive_int
+from dad_edge.cli.args import add_batch_argument, add_data_arguments, add_runtime_arguments, channels, data_argument, \
+    positive_int
 
 
 # -- eval -------------------------------------------------------------------------------------
@@ -12,13 +13,14 @@ from dad_edge.cli.args import add_runtime_arguments, channels, positive_int
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="image/pixel AUROC, AU-PRO, AP, F1-max on a test split")
     p.add_argument("model", help="model.safetensors (or an exported model)")
-    p.add_argument("--data", required=True, help="category folder (MVTec AD, VisA object or DAGM class layout)")
+    add_data_arguments(p, "")
     p.add_argument("--out", help="write metrics.json, scores.csv (one row per image), roc.png and overlays/ here")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--report", nargs="?", const="", metavar="FILE",
                    help="write the inspection report, one self-contained HTML file (default: report.html in "
                         "--out, else here); needs pip install 'dad_edge[report]'")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    add_batch_argument(p, 16, "images per inference call")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_runtime_arguments(p, precision=False)
     p.add_argument("--overlays", type=int, default=4, help="overlays per defect type (with --out)")
     p.set_defaults(func=cmd_eval)
@@ -34,8 +36,9 @@ def cmd_eval(args) -> int:
         require_matplotlib()  # before the test set is scored, not after
         report = Path(args.report) if args.report else Path(args.out or ".") / "report.html"
     # Through a Detector on the model (closed at the end): eval's scores are the Detector's.
-    metrics = evaluate_model(args.model, args.data, out_dir=args.out, backend=args.backend, device=args.device,
-                             batch_size=args.batch_size, overlays_per_type=args.overlays, progress=not args.json,
+    metrics = evaluate_model(args.model, data_argument(args), out_dir=args.out, backend=args.backend,
+                             device=args.device, batch_size=args.batch_size, overlays_per_type=args.overlays,
+                             progress=not (args.json or args.quiet),
                              report=report)
     if args.json:
         print(json.dumps(metrics))
@@ -63,6 +66,8 @@ def print_metrics(m) -> None:
     for name, r in rows:
         print(f"{name:12s}" + "".join(f"{_pct(r.get(k)):>13s}" for k in keys) + f"   {r.get('num_images')}")
     print(f"(percent; AU-PRO: {m.get('au_pro_definition')})")
+    if m.get("image_level_only"):
+        print(f"image-level metrics only: {m['image_level_only']}")
     missing = m.get("images_without_masks") or {}
     if missing:
         where = ", ".join(f"{folder} ({n})" for folder, n in sorted(missing.items()))
