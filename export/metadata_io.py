@@ -1,8 +1,8 @@
 """Read and rewrite the metadata inside any dad_edge artifact, without running it.
 
-checkpoint (.safetensors): the safetensors header; ONNX: metadata_props; engine: the
-container header, or the .json sidecar of a raw engine. Rewrites are atomic and keep
-the weights / graph / engine bytes as they are.
+checkpoint (.safetensors): the safetensors header; ONNX: metadata_props; OpenVINO IR (.xml):
+its rt_info; engine: the container header, or the .json sidecar of a raw engine. Rewrites are
+atomic and keep the weights / graph / engine bytes as they are.
 """
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ def read_metadata(path) -> Dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     kind = KINDS[backend_name(path)]
+    if path.suffix.lower() == ".xml":  # OpenVINO IR: the metadata is in the .xml's rt_info
+        from dad_edge.export.openvino_export import read_ir_metadata
+
+        return read_ir_metadata(path)
     if kind == "checkpoint":
         from dad_edge.artifacts.checkpoint import read_tensors
 
@@ -53,7 +57,11 @@ def write_metadata(path, meta: Dict[str, Any]) -> None:
     meta = md.validate_metadata(meta, str(path))
     if meta["kind"] != kind:
         raise CheckpointError(f"{path}: cannot write {meta['kind']} metadata into a {kind} file")
-    if kind == "checkpoint":
+    if path.suffix.lower() == ".xml":
+        from dad_edge.export.openvino_export import write_ir_metadata
+
+        write_ir_metadata(path, meta)
+    elif kind == "checkpoint":
         from dad_edge.artifacts.checkpoint import read_tensors, save_tensors
 
         tensors, _ = read_tensors(path)

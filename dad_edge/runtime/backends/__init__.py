@@ -1,7 +1,7 @@
 """Runtimes behind the Detector, chosen by file suffix: one file per runtime.
 
 Only the module of the chosen backend is imported, and only it imports its runtime
-(torch, onnxruntime, tensorrt + cuda-python): `Detector("model.onnx")` never loads torch.
+(torch, onnxruntime, tensorrt + cuda-python, openvino): `Detector("model.onnx")` never loads torch.
 """
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from dad_edge.errors import BackendError, CheckpointError
 from dad_edge.runtime.backends.base import Backend
 
 # File suffix -> backend; backend -> (module, class) and the artifact kind it reads.
-SUFFIXES = {".safetensors": "torch", ".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt"}
+SUFFIXES = {".safetensors": "torch", ".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt",
+            ".xml": "openvino"}
 BACKENDS = {
     "torch": ("torch_backend", "TorchBackend"),
     "onnxruntime": ("onnxruntime_backend", "OnnxRuntimeBackend"),
     "tensorrt": ("tensorrt_backend", "TensorRTBackend"),
+    "openvino": ("openvino_backend", "OpenVINOBackend"),  # an .onnx file or an OpenVINO IR (.xml + .bin)
 }
-KINDS = {"torch": "checkpoint", "onnxruntime": "onnx", "tensorrt": "tensorrt"}
+KINDS = {"torch": "checkpoint", "onnxruntime": "onnx", "tensorrt": "tensorrt", "openvino": "onnx"}
 
 
 def backend_name(path, backend: Optional[str] = None) -> str:
@@ -31,7 +33,7 @@ def backend_name(path, backend: Optional[str] = None) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
         raise BackendError(f"{path}: cannot tell the model type from the suffix {suffix!r}; expected one of "
-                           f"{sorted(SUFFIXES)} (checkpoint, ONNX, TensorRT engine), or pass backend=")
+                           f"{sorted(SUFFIXES)} (checkpoint, ONNX, TensorRT engine, OpenVINO IR), or pass backend=")
     return SUFFIXES[suffix]
 
 
