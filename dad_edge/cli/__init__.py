@@ -8,6 +8,8 @@ Errors a user can fix print as one line, exit code 2.
     cli/stream.py    stream
     cli/baseline.py  baseline (classical image-level detectors)
     cli/compare.py   compare (several methods on one data set, one table)
+    cli/benchmark.py benchmark (latency and images/s of a model on this machine)
+    cli/help.py      what --help shows: defaults and examples
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from dad_edge.errors import DadEdgeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dad_edge.cli import baseline, compare, deploy, evaluate, stream, train
+    from dad_edge.cli import baseline, benchmark, compare, deploy, evaluate, stream, train
+    from dad_edge.cli.help import apply_help
     from dad_edge.version import __version__
 
     parser = argparse.ArgumentParser(prog="dad-edge", description="DiffusionAD anomaly detection, train to edge")
@@ -34,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_command(sub)
     baseline.add_command(sub)
     compare.add_command(sub)
+    benchmark.add_command(sub)
+    apply_help(sub)
     return parser
 
 
