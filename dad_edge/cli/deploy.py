@@ -28,8 +28,9 @@ def _size_mb(path: Path) -> str:
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX, or build a TensorRT engine (on the device)")
     p.add_argument("model", help="model.safetensors (onnx, engine) or model.onnx (engine)")
-    p.add_argument("--format", required=True, choices=("onnx", "engine"))
-    p.add_argument("--out", help="output file (default: the model's name with .onnx / .plan)")
+    p.add_argument("--format", required=True, choices=("onnx", "engine", "triton"))
+    p.add_argument("--out", help="output file (default: the model's name with .onnx / .plan); triton: the model "
+                   "repository folder")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6 and 10 parse it)")
     p.add_argument("--fixed-batch", type=positive_int, metavar="N",
                    help="ONNX with a fixed batch of N instead of a dynamic one")
@@ -44,6 +45,11 @@ def add_export(sub) -> None:
     g.add_argument("--opt-batch", type=positive_int, default=1, help="batch the kernels are tuned for (default 1)")
     g.add_argument("--dla-core", type=int, help="run on this DLA core (Jetson), GPU fallback for the rest")
     g.add_argument("--timing-cache", type=Path, help="timing cache file: read if present, updated after the build")
+    # Triton model repository (issue #16): export/triton_repository.py.
+    t = p.add_argument_group("triton (a model repository from an .onnx or .plan)")
+    t.add_argument("--name", default="dad_edge", help="model name in the repository (default dad_edge)")
+    t.add_argument("--max-batch", type=positive_int, default=32, help="Triton's max_batch_size (default 32)")
+    t.add_argument("--instances", type=positive_int, default=1, help="model instances (default 1)")
     p.set_defaults(func=cmd_export)
 
 
@@ -53,6 +59,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = Path(args.model)
     suffix = model.suffix.lower()
     t0 = time.perf_counter()
+    if args.format == "triton":
+        from dad_edge.export.triton_repository import write_triton_repository
+
+        folder = write_triton_repository(model, Path(args.out or "model_repository"), name=args.name,
+                                         max_batch=args.max_batch, instances=args.instances)
+        print(f"wrote {folder}/config.pbtxt and {folder}/1/ in {time.perf_counter() - t0:.1f} s")
+        return 0
     if args.format == "onnx":
         if suffix != ".safetensors":
             raise ConfigError(f"{model}: --format onnx exports a checkpoint (.safetensors)")
