@@ -105,7 +105,9 @@ setup(
     packages=subpackages("dad_edge", "dad_edge") + subpackages("dad_edge.kernels", "kernels")
     + subpackages("dad_edge.export", "export"),
     package_dir={"dad_edge": "dad_edge", "dad_edge.kernels": "kernels", "dad_edge.export": "export"},
-    package_data={"dad_edge.kernels": ["*.cu", "*.cuh", "csrc/*.c", "csrc/*.h", "cuda_bin/*"]},
+    # py.typed: the package ships its type hints (PEP 561) for mypy / pyright users of the API.
+    package_data={"dad_edge": ["py.typed"],
+                  "dad_edge.kernels": ["*.cu", "*.cuh", "csrc/*.c", "csrc/*.h", "cuda_bin/*"]},
     ext_modules=[c_extension],
     cmdclass={"build_ext": BuildExt},
 )
