@@ -31,14 +31,24 @@ def _save(model, out: Path, meta: Dict[str, Any]) -> None:
         write_bytes_atomic(out, xml.read_bytes())
 
 
-def export_openvino(onnx_path: Union[str, Path], out: Union[str, Path]) -> Dict[str, Any]:
-    """Write `out` (.xml, with its .bin beside it) from a dad_edge .onnx file; return its metadata."""
+def export_openvino(model_path: Union[str, Path], out: Union[str, Path], **onnx_options: Any) -> Dict[str, Any]:
+    """Write `out` (.xml, with its .bin beside it) from a dad_edge .onnx file (fp32 or INT8), or from a
+    checkpoint exported to ONNX first (export_onnx with `onnx_options`); return its metadata."""
     ov = import_openvino()
-    onnx_path, out = Path(onnx_path), Path(out)
+    model_path, out = Path(model_path), Path(out)
     if out.suffix.lower() != ".xml":
         raise ConfigError(f"--out {out}: an OpenVINO IR is an .xml file (its weights go to the .bin beside it)")
-    if onnx_path.suffix.lower() != ".onnx":
-        raise ConfigError(f"{onnx_path}: an OpenVINO IR is written from a dad_edge .onnx file")
+    if model_path.suffix.lower() == ".safetensors":
+        from dad_edge.export.onnx_export import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="dad_edge_fp32_") as tmp:
+            onnx_path = Path(tmp) / f"{model_path.stem}.onnx"
+            export_onnx(model_path, onnx_path, **onnx_options)
+            return export_openvino(onnx_path, out)
+    if model_path.suffix.lower() != ".onnx":
+        raise ConfigError(f"{model_path}: an OpenVINO IR is written from a checkpoint (.safetensors) or a dad_edge "
+                          ".onnx file")
+    onnx_path = model_path
     model, meta = read_model(onnx_path)
     meta = md.derive_metadata(meta, "onnx", openvino={"version": ov.get_version(), "format": "IR",
                                                       "source": onnx_path.name})

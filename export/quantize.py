@@ -30,7 +30,7 @@ import tempfile
 import warnings
 from collections import deque
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Set, Union
+from typing import Any, Dict, List, Optional, Set, Union
 
 import numpy as np
 
@@ -219,7 +219,19 @@ def quantize_onnx(onnx_path: Union[str, Path], out: Union[str, Path], calib: Uni
     return new_meta
 
 
-def count_ops(graph, op_types: Iterable[str]) -> int:
-    """How many nodes of `graph` have one of `op_types` (reports and tests)."""
-    wanted = set(op_types)
-    return sum(node.op_type in wanted for node in graph.node)
+def export_int8(model: Union[str, Path], out: Union[str, Path], calib: Union[str, Path], *,
+                max_images: int = 1000, **onnx_options: Any) -> Dict[str, Any]:
+    """`dad-edge export --format onnx --int8`: a checkpoint (exported to fp32 ONNX in a temporary
+    folder first, with `onnx_options` for export_onnx) or an fp32 .onnx -> the INT8 .onnx `out`."""
+    model = Path(model)
+    calibration_files(calib, max_images)  # a bad folder fails now, not after the fp32 export
+    if model.suffix.lower() == ".onnx":
+        return quantize_onnx(model, out, calib, max_images=max_images)
+    if model.suffix.lower() != ".safetensors":
+        raise ConfigError(f"{model}: --int8 quantises a checkpoint (.safetensors) or an fp32 .onnx file")
+    from dad_edge.export.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="dad_edge_fp32_") as tmp:
+        fp32 = Path(tmp) / f"{model.stem}.onnx"
+        export_onnx(model, fp32, **onnx_options)
+        return quantize_onnx(fp32, out, calib, max_images=max_images)

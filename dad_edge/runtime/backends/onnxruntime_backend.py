@@ -1,24 +1,62 @@
-"""ONNX Runtime backend: the exported graph on the CPU, or on the CUDA provider where present."""
+"""ONNX Runtime backend: the exported graph (fp32, or INT8 QDQ from export/quantize.py) on the
+CPU, or on the CUDA provider where present.
+
+Session settings: SESSION below, each measured against its alternatives side by side in one run
+(benchmarks/test_latency.py::test_ort_session_settings; figures in benchmarks/README.md).
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from dad_edge.artifacts import metadata as md
-from dad_edge.errors import BackendError, CheckpointError
+from dad_edge.errors import BackendError, CheckpointError, ConfigError
 from dad_edge.runtime.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+
+# The session as the backend opens it; `session=` overrides any of these (benchmarks compare them).
+SESSION: Dict[str, Any] = {
+    "graph_optimization_level": "all",  # "disabled", "basic", "extended", "all": "all" fuses QDQ into QLinearConv
+    "intra_op_num_threads": 0,  # 0: one per physical core (ORT's choice)
+    "enable_cpu_mem_arena": True,  # reuse activation buffers between calls
+    "execution_mode": "sequential",  # "parallel" runs independent branches at once (inter-op threads)
+    "allow_spinning": True,  # idle intra-op threads spin (fast hand-over) instead of sleeping
+}
+OPTIMIZATION_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                       "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+
+
+def session_options(ort, settings: Dict[str, Any]):
+    """An ort.SessionOptions from SESSION-style `settings` (unknown keys or values: ConfigError)."""
+    unknown = sorted(set(settings) - set(SESSION))
+    if unknown:
+        raise ConfigError(f"ONNX Runtime session setting(s) {unknown}: choose from {sorted(SESSION)}")
+    level, mode = settings["graph_optimization_level"], settings["execution_mode"]
+    if level not in OPTIMIZATION_LEVELS or mode not in EXECUTION_MODES:
+        raise ConfigError(f"graph_optimization_level={level!r} must be one of {sorted(OPTIMIZATION_LEVELS)} and "
+                          f"execution_mode={mode!r} one of {sorted(EXECUTION_MODES)}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[level])
+    options.execution_mode = getattr(ort.ExecutionMode, EXECUTION_MODES[mode])
+    options.intra_op_num_threads = int(settings["intra_op_num_threads"])
+    options.enable_cpu_mem_arena = bool(settings["enable_cpu_mem_arena"])
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings["allow_spinning"] else "0")
+    options.log_severity_level = 3  # errors only: the session's own warnings are not the user's problem
+    return options
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: Path, device: Optional[str] = None, half: bool = False,
-                 fused: Optional[bool] = None, cuda_graphs: bool = False):
+                 fused: Optional[bool] = None, cuda_graphs: bool = False,
+                 session: Optional[Dict[str, Any]] = None):
+        """`session`: settings over SESSION (graph_optimization_level, intra_op_num_threads, ...)."""
         self.reject_torch_options(fused, cuda_graphs)
         try:
             import onnxruntime as ort
@@ -29,9 +67,8 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError("half=True applies to the torch backend only; an ONNX file runs at the precision "
                                "it was exported with (use a TensorRT engine exported with --half for fp16)")
         providers = self._providers(ort.get_available_providers(), device)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: the session's own warnings are not the user's problem
+        self.settings = {**SESSION, **(session or {})}
+        options = session_options(ort, self.settings)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for bad protobufs and graphs

@@ -1,0 +1,132 @@
+"""INT8 ONNX (export/quantize.py): QDQ around the networks' layers only, loads in the Detector,
+scores that follow fp32, clear errors for a bad calibration folder."""
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import dad_edge
+from dad_edge.cli import main
+from dad_edge.data.imageio import read_image
+from dad_edge.errors import ConfigError, DataError
+from dad_edge.export.metadata_io import read_metadata
+from dad_edge.export.onnx_export import export_onnx
+from dad_edge.export.quantize import quantize_onnx
+from dad_edge.model.config import preset
+from deploy_support import sample_images, write_category, write_checkpoint
+
+QDQ = ("QuantizeLinear", "DequantizeLinear")
+# The tiny preset's layers at the networks' edges, which read or write image-space tensors.
+EDGE_LAYERS = {"/model/conv_in/Conv", "/model/conv_out/Conv", "/model/segnet/encoder.0/encoder.0.0/Conv",
+               "/model/segnet/head/Conv"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("int8")
+    ckpt = write_checkpoint(tmp / "m.safetensors", preset("tiny"))
+    export_onnx(ckpt, tmp / "m.onnx")
+    category = write_category(tmp / "cat", n_train=16)
+    meta = quantize_onnx(tmp / "m.onnx", tmp / "m.int8.onnx", category, max_images=12)
+    return {"tmp": tmp, "ckpt": ckpt, "fp32": tmp / "m.onnx", "int8": tmp / "m.int8.onnx", "meta": meta,
+            "category": category}
+
+
+def _unquantised_reach(graph):
+    """Nodes reached from the input (forward) or from the outputs (backward) without passing a
+    Conv/MatMul (or a Shape, which reads no values): the pre- and post-processing."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    seen, stop = {}, ("Conv", "MatMul", "Shape")
+    todo = deque((t, True) for t in [i.name for i in graph.input])
+    todo.extend((o.name, False) for o in graph.output)
+    while todo:
+        tensor, forward = todo.popleft()
+        nodes = consumers.get(tensor, []) if forward else [producer[tensor]] if tensor in producer else []
+        for n in nodes:
+            if n.op_type in stop or n.name in seen:
+                continue
+            seen[n.name] = n
+            todo.extend((t, forward) for t in (n.output if forward else n.input))
+    return seen
+
+
+def test_qdq_around_the_networks_layers_only(files):
+    graph = onnx.load(str(files["int8"])).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    reads_q = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantised = {n.name for n in convs if producer.get(n.input[0]) == "DequantizeLinear"
+                 and producer.get(n.input[1]) == "DequantizeLinear"}
+    assert {n.name for n in convs} - quantised == EDGE_LAYERS
+    assert len(quantised) >= 30
+    for n in convs:
+        if n.name in EDGE_LAYERS:  # float in, float weights, float out: nothing image-space is rounded
+            assert producer.get(n.input[0]) not in QDQ and n.output[0] not in reads_q, n.name
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]  # the attention products
+    assert matmuls and all(producer.get(i) == "DequantizeLinear" for n in matmuls for i in n.input)
+    # Normalisation, noise, combine, sigmoid and top-k score: no quantisation step on the way.
+    reach = _unquantised_reach(graph)
+    assert {"TopK", "Sigmoid", "Concat", "Mul", "Add"} <= {n.op_type for n in reach.values()}
+    assert not [n.name for n in reach.values() if n.op_type in QDQ]
+    assert not [n.name for n in reach.values() if any(producer.get(i) == "DequantizeLinear" for i in n.input)]
+
+
+def test_metadata_travels_and_records_int8(files):
+    meta = read_metadata(files["int8"])
+    fp32 = read_metadata(files["fp32"])
+    assert meta["export"]["precision"] == "int8" and meta["export"]["int8"] is True
+    assert meta["export"]["calibration_images"] == 12 and meta["quantization"]["calibration_images"] == 12
+    assert meta["quantization"]["format"] == "QDQ" and meta["quantization"]["float_layers"] == sorted(EDGE_LAYERS)
+    assert meta["model"] == fp32["model"] and meta["thresholds"] == fp32["thresholds"]
+    with pytest.raises(ConfigError, match="already int8"):
+        quantize_onnx(files["int8"], files["tmp"] / "again.onnx", files["category"])
+
+
+def test_loads_in_the_detector_and_follows_fp32(files):
+    frames = [read_image(p) for p, _ in sample_images(files["tmp"])]
+    with dad_edge.Detector(files["fp32"]) as ref, dad_edge.Detector(files["int8"]) as det:
+        assert det.backend.name == "onnxruntime" and det.meta["export"]["precision"] == "int8"
+        ref_maps, ref_scores = ref.infer_batch(frames, "RGB")
+        maps, scores = det.infer_batch(frames, "RGB")
+        result = det(frames[0])
+    assert result.anomaly_map.shape == frames[0].shape[:2]
+    assert not np.array_equal(scores, ref_scores)  # it is quantised, not the fp32 graph again
+    # A broken quantisation (wrong scales, a layer skipped on the way) decorrelates these.
+    assert np.corrcoef(scores, ref_scores)[0, 1] > 0.95
+    assert np.corrcoef(maps.ravel(), ref_maps.ravel())[0, 1] > 0.95
+    assert np.abs(maps - ref_maps).max() < 0.05
+
+
+def test_bad_calibration_folder(files, tmp_path):
+    with pytest.raises(DataError, match="missing.*no such folder"):
+        quantize_onnx(files["fp32"], tmp_path / "x.onnx", tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no images found"):
+        quantize_onnx(files["fp32"], tmp_path / "x.onnx", tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        (bad / f"{i}.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match="skipped"), pytest.raises(DataError, match="none of its 3 images could be read"):
+        quantize_onnx(files["fp32"], tmp_path / "x.onnx", bad)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_export_int8(files, tmp_path, capsys):
+    out = tmp_path / "cli.int8.onnx"
+    code = main(["export", str(files["ckpt"]), "--format", "onnx", "--int8", "--calib",
+                 str(files["category"] / "train" / "good"), "--calib-count", "8", "--out", str(out)])
+    assert code == 0 and "int8" in capsys.readouterr().out
+    assert read_metadata(out)["export"]["calibration_images"] == 8
+    assert main(["export", str(files["ckpt"]), "--format", "onnx", "--int8", "--calib", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "y.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope: no such folder" in err
+    assert main(["export", str(files["ckpt"]), "--format", "onnx", "--int8", "--out", str(tmp_path / "z.onnx")]) == 2
+    assert "--calib" in capsys.readouterr().err
