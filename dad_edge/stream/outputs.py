@@ -13,7 +13,6 @@ score is a mean of the top map values, so those regions are where the score came
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -28,6 +27,7 @@ from typing import Any, Dict, List, Optional
 import cv2
 import numpy as np
 
+from dad_edge.artifacts.json_lines import JsonLinesWriter
 from dad_edge.errors import ConfigError, DataError
 from dad_edge.data.imageio import write_image
 from dad_edge.runtime.regions import MAX_REGIONS, anomaly_regions, region_mask
@@ -115,29 +115,31 @@ _LOG_NUMBERS = count()  # tells apart two logs opened in the same second by one 
 
 
 class EventLog:
-    """JSON lines, appended (a restart keeps earlier events), one write and one flush per line.
+    """JSON lines (artifacts/json_lines.py), appended (a restart keeps earlier events), one write and one
+    flush per line; read them back with dad_edge.artifacts.json_lines.read_json_lines.
 
     Frame numbers start at 0 in every run, so each line carries the run it belongs to: "run",
     the local start time and process id of this log (e.g. "20261122T184301-4242").
     """
 
     def __init__(self, path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a", encoding="utf-8")
-        self.lines = 0
+        self.writer = JsonLinesWriter(path)
+        self.path = self.writer.path
         self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_LOG_NUMBERS)}"
 
+    @property
+    def lines(self) -> int:
+        return self.writer.lines
+
+    @property
+    def file(self):
+        return self.writer.file
+
     def write(self, record: Dict[str, Any]) -> None:
-        self.file.write(json.dumps({**record, "run": self.run}) + "\n")
-        self.file.flush()
-        self.lines += 1
+        self.writer.write({**record, "run": self.run})
 
     def close(self) -> None:
-        if not self.file.closed:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
+        self.writer.close()
 
 
 class AnomalySaver:
