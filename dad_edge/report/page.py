@@ -33,9 +33,10 @@ table { border-collapse: collapse; margin: 8px 0; } th, td { padding: 4px 10px; 
 td.num { text-align: right; font-variant-numeric: tabular-nums; } tr.all td { font-weight: 600; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; } figure { margin: 0; }
 figcaption { font-size: 13px; color: #555; }
-.case { display: flex; gap: 8px; align-items: flex-start; padding: 8px 0; border-bottom: 1px solid #eee; }
-.case img { width: 160px; height: auto; image-rendering: pixelated; border: 1px solid #ccc; }
-.case .text { font-size: 13px; max-width: 300px; overflow-wrap: anywhere; }
+.cases { display: flex; flex-wrap: wrap; gap: 14px; }
+.case { width: 354px; padding: 6px; border: 1px solid #e4e4e4; border-radius: 4px; }
+.case img { width: 112px; height: auto; image-rendering: pixelated; border: 1px solid #ccc; margin-right: 2px; }
+.case .text { font-size: 12px; overflow-wrap: anywhere; }
 .flag { color: #b30000; font-weight: 600; }
 """
 
@@ -103,10 +104,10 @@ def _gallery(cases: List[Case], threshold: Optional[float], flag_if_above: bool)
         if threshold is not None and (c.score >= threshold) == flag_if_above:
             verdict = f' <span class="flag">{"false alarm" if flag_if_above else "missed"}</span>'
         captions = " / ".join(t.caption for t in c.tiles)
-        out.append(f'<div class="case">{tiles}<div class="text"><b>score {c.score:.4f}</b>{verdict}<br>'
-                   f"{html.escape(c.defect_type)}: {html.escape(c.path)}<br>"
-                   f'<span class="note">{html.escape(captions)}</span></div></div>')
-    return "".join(out)
+        out.append(f'<div class="case" data-score="{c.score!r}" data-path="{html.escape(c.path)}">{tiles}'
+                   f'<div class="text"><b>score {c.score:.4f}</b>{verdict} &middot; {html.escape(c.defect_type)}'
+                   f'<br>{html.escape(c.path)}<br><span class="note">{html.escape(captions)}</span></div></div>')
+    return f'<div class="cases">{"".join(out)}</div>'
 
 
 def render(preds, metrics: Dict[str, object], thresholds=None, title: str = "", worst: int = 8,
