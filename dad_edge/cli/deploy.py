@@ -28,17 +28,19 @@ def _size_mb(path: Path) -> str:
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX, or build a TensorRT engine (on the device)")
     p.add_argument("model", help="model.safetensors (onnx, engine) or model.onnx (engine)")
-    p.add_argument("--format", required=True, choices=("onnx", "engine", "triton"))
+    p.add_argument("--format", required=True, choices=("onnx", "engine", "triton", "openvino"))
     p.add_argument("--out", help="output file (default: the model's name with .onnx / .plan); triton: the model "
                    "repository folder")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6 and 10 parse it)")
     p.add_argument("--fixed-batch", type=positive_int, metavar="N",
                    help="ONNX with a fixed batch of N instead of a dynamic one")
-    g = p.add_argument_group("engine")
+    g = p.add_argument_group("engine (--int8 --calib also for onnx: ONNX Runtime INT8 QDQ for CPUs)")
     g.add_argument("--half", action="store_true", help="fp16 kernels")
     g.add_argument("--int8", action="store_true", help="INT8 kernels, calibrated on --calib")
-    g.add_argument("--calib", type=Path, help="folder of good images for INT8 calibration (300+ advised)")
-    g.add_argument("--calib-images", type=positive_int, default=1000, help="use at most this many (default 1000)")
+    g.add_argument("--calib", type=Path, help="folder of good images for INT8 calibration (300+ advised); onnx: "
+                   "or a category folder (its train/good)")
+    g.add_argument("--calib-images", "--calib-count", type=positive_int, default=1000,
+                   help="use at most this many (default 1000)")
     g.add_argument("--workspace", type=float, default=4.0, help="TensorRT workspace limit in GB (default 4)")
     g.add_argument("--batch", type=positive_int, default=8, help="largest batch the engine accepts (default 8)")
     g.add_argument("--min-batch", type=positive_int, default=1)
@@ -65,6 +67,26 @@ def cmd_export(args: argparse.Namespace) -> int:
         folder = write_triton_repository(model, Path(args.out or "model_repository"), name=args.name,
                                          max_batch=args.max_batch, instances=args.instances)
         print(f"wrote {folder}/config.pbtxt and {folder}/1/ in {time.perf_counter() - t0:.1f} s")
+        return 0
+    if args.format == "openvino":
+        from dad_edge.export.openvino_export import export_openvino
+
+        out = Path(args.out or model.with_suffix(".xml"))
+        export_openvino(model, out, opset=args.opset)
+        print(f"wrote {out} and {out.with_suffix('.bin').name} ({_size_mb(out.with_suffix('.bin'))}, OpenVINO IR) "
+              f"in {time.perf_counter() - t0:.1f} s")
+        return 0
+    if args.format == "onnx" and (args.int8 or args.calib):
+        from dad_edge.export.quantize import export_int8
+
+        if not (args.int8 and args.calib):
+            raise ConfigError("--int8 needs --calib DIR (a folder of good images, or a category folder), and --calib "
+                              "is only used with --int8")
+        out = Path(args.out or model.with_suffix(".int8.onnx"))
+        meta = export_int8(model, out, args.calib, max_images=args.calib_images, opset=args.opset,
+                           dynamic_batch=args.fixed_batch is None, batch=args.fixed_batch or 1)
+        print(f"wrote {out} ({_size_mb(out)}, int8 QDQ, {meta['export']['calibration_images']} calibration "
+              f"images) in {time.perf_counter() - t0:.1f} s")
         return 0
     if args.format == "onnx":
         if suffix != ".safetensors":
