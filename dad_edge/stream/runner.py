@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Iterator, List, Optional
+from typing import Any, Deque, Dict, Iterator, List, Optional
 
 import cv2
 import numpy as np
@@ -93,9 +93,21 @@ class StreamStats:
             setattr(self, name, getattr(self, name) + 1)
 
     def add(self, latency_ms: float, done: float) -> None:
-        self.frames += 1
-        self._latency_ms.append(latency_ms)
-        self._done.append(done)
+        with self._lock:  # snapshot() reads the windows from another thread (the live view's)
+            self.frames += 1
+            self._latency_ms.append(latency_ms)
+            self._done.append(done)
+
+    def snapshot(self) -> Dict[str, float]:
+        """Counters, frames/s and latency p50/p99 at one instant; safe from any thread."""
+        with self._lock:
+            latencies = np.fromiter(self._latency_ms, float)
+            done = tuple(self._done)
+            counts = {k: getattr(self, k) for k in ("frames", "skipped", "dropped", "reconnects")}
+        span = done[-1] - done[0] if len(done) > 1 else 0.0
+        p50, p99 = np.percentile(latencies, [50, 99]) if latencies.size else (0.0, 0.0)
+        return {**counts, "fps": (len(done) - 1) / span if span > 0 else 0.0,
+                "latency_ms_p50": float(p50), "latency_ms_p99": float(p99)}
 
     @property
     def fps(self) -> float:
