@@ -114,6 +114,11 @@ class VideoOutput:
 _LOG_NUMBERS = count()  # tells apart two logs opened in the same second by one process
 
 
+def new_run_id() -> str:
+    """The `run` of event lines: local start time, process id and a counter ("20261122T184301-4242-0")."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_LOG_NUMBERS)}"
+
+
 class EventLog:
     """JSON lines (artifacts/json_lines.py), appended (a restart keeps earlier events), one write and one
     flush per line; read them back with dad_edge.artifacts.json_lines.read_json_lines.
@@ -125,7 +130,7 @@ class EventLog:
     def __init__(self, path):
         self.writer = JsonLinesWriter(path)
         self.path = self.writer.path
-        self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_LOG_NUMBERS)}"
+        self.run = new_run_id()
 
     @property
     def lines(self) -> int:
