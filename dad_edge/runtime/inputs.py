@@ -23,7 +23,10 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".m
 
 
 def _use_stream(source, what: str) -> str:
-    """The message for a camera, URL or video given where images are expected."""
+    """The message for a camera, URL or video given where images are expected (without a URL's credentials)."""
+    from dad_edge.runtime.redact import redact_url
+
+    source = redact_url(str(source))
     return (f"{source!s} is {what}: a Detector call and `dad-edge predict` score images; run frames from it with "
             f"det.stream({source!r}) or `dad-edge stream MODEL --source {source}`")
 

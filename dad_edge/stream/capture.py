@@ -26,6 +26,7 @@ import numpy as np
 from dad_edge.errors import BackendError, ConfigError, DataError, InputError
 from dad_edge.data.imageio import IMAGE_EXTENSIONS, read_image
 from dad_edge.runtime.inputs import URL_SCHEMES, VIDEO_EXTENSIONS, Item, expand
+from dad_edge.runtime.redact import redact_url
 
 Frame = Optional[np.ndarray]
 
@@ -224,11 +225,12 @@ def _url_source(spec: str) -> CaptureSource:
     Live unless the URL names a video file (http://host/clip.mp4 plays once).
     """
     if not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
-        raise BackendError(f"{spec}: this OpenCV has no FFmpeg backend for network streams; install "
+        raise BackendError(f"{redact_url(spec)}: this OpenCV has no FFmpeg backend for network streams; install "
                            "opencv-python-headless from pip, or a system OpenCV built with FFmpeg")
     params = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS)
     live = Path(urlsplit(spec).path).suffix.lower() not in VIDEO_EXTENSIONS
-    return CaptureSource(spec, spec, live=live, api=cv2.CAP_FFMPEG, params=params)
+    # The name shows up in logs, errors and every event: never with the URL's credentials.
+    return CaptureSource(spec, redact_url(spec), live=live, api=cv2.CAP_FFMPEG, params=params)
 
 
 def _path_source(spec: str) -> FrameSource:
@@ -240,7 +242,16 @@ def _path_source(spec: str) -> FrameSource:
 
 
 def open_source(spec: Union[int, str, Path, List[Union[str, Path]], FrameSource]) -> FrameSource:
-    """Parse `spec` into an opened FrameSource.
+    """parse_source(spec), opened: raises DataError when it cannot be opened."""
+    source = parse_source(spec)
+    if not source.is_open:
+        source.open()
+    return source
+
+
+def parse_source(spec: Union[int, str, Path, List[Union[str, Path]], FrameSource]) -> FrameSource:
+    """Parse `spec` into a FrameSource, not opened yet (image folders and globs are listed); ConfigError,
+    InputError, DataError or BackendError for a spec that names no source.
 
     0, "0"                  camera index (V4L2 on Linux)
     "csi://0"               Jetson CSI camera through GStreamer (nvarguscamerasrc); ?width=&height=&fps=&flip=
@@ -263,13 +274,16 @@ def open_source(spec: Union[int, str, Path, List[Union[str, Path]], FrameSource]
         source = ImageSource(expand(list(spec))[0], f"{len(spec)} paths")
     elif isinstance(spec, (str, Path)):
         text = str(spec)
-        scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+        try:
+            scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+        except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+            raise ConfigError(f"{redact_url(text)}: not a valid URL ({exc})") from None
         if scheme == "csi":
             source = _csi_source(text)
         elif scheme in URL_SCHEMES:
             source = _url_source(text)
         elif scheme:
-            raise ConfigError(f"{text}: unknown scheme {scheme!r}; use csi:// or one of "
+            raise ConfigError(f"{redact_url(text)}: unknown scheme {scheme!r}; use csi:// or one of "
                               f"{', '.join(s + '://' for s in URL_SCHEMES)}")
         elif " ! " in text:
             source = _gstreamer_source(text, "GStreamer pipeline")
@@ -278,6 +292,4 @@ def open_source(spec: Union[int, str, Path, List[Union[str, Path]], FrameSource]
     else:
         raise InputError(f"a stream source is a camera index, URL, video file, folder or glob, "
                          f"not {type(spec).__name__}")
-    if not source.is_open:
-        source.open()
     return source
