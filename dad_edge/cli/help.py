@@ -40,7 +40,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        default = action.default
+        default = getattr(action.default, "unset_default", action.default)  # cli/config.py's marker
         if ("default" in text or default is None or default is False or default is argparse.SUPPRESS
                 or text == argparse.SUPPRESS or not action.option_strings):
             return text

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from dad_edge.cli.args import add_training_arguments, channels, positive_int, training_kwargs
+from dad_edge.cli.config import add_config_arguments, resolve_config
 from dad_edge.cli.evaluate import print_metrics
 
 DEMO_MINUTES = 4.0
@@ -33,6 +34,7 @@ def add_train(sub) -> None:
                    help="Gaussian smoothing of the anomaly map before scoring, in pixels (default: the preset's, off)")
     p.add_argument("--preview", type=positive_int, metavar="N",
                    help="only write N synthetic training samples to --out/preview and exit")
+    add_config_arguments(p)  # last: --config FILE / --print-config over every option above
     p.set_defaults(func=cmd_train)
 
 
@@ -53,6 +55,8 @@ def train_options(args):
 def cmd_train(args) -> int:
     from dad_edge.training.train import preview, train
 
+    if resolve_config(args):  # --print-config: printed, nothing to train
+        return 0
     opts = train_options(args)
     if args.preview:
         paths = preview(opts, args.preview)
