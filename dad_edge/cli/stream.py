@@ -4,6 +4,7 @@
     dad-edge stream engine.plan --source csi://0           # Jetson CSI camera (system OpenCV with GStreamer)
     dad-edge stream model.onnx --source rtsp://host/cam --save-anomalies out/ --events events.jsonl
     dad-edge stream model.onnx --source line.mp4 --out annotated.mp4 --no-display
+    dad-edge stream model.onnx --source 0 --web 8080 --mqtt mqtt://broker/line3/events   # live page, MQTT
 
 Registered by dad_edge/cli/__init__.py through add_command(); runs until the source ends, --max-frames, q in
 the window, Ctrl-C or SIGTERM, and closes every output on the way out.
@@ -19,6 +20,11 @@ from dad_edge.cli.args import (positive_int, add_batch_argument, add_runtime_arg
 from dad_edge.runtime.detector import COLOR_ORDERS
 
 
+def port_number(text: str) -> int:
+    v = int(text)
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1 to 65535)")
+    return v
 
 
 def add_command(sub) -> None:
@@ -36,6 +42,14 @@ def add_command(sub) -> None:
                    help="run CMD on an anomaly (no shell; the event is in $DAD_EDGE_EVENT)")
     p.add_argument("--alarm-interval", type=float, default=10.0, metavar="S",
                    help="at most one alarm per S seconds (default 10)")
+    p.add_argument("--web", type=port_number, metavar="PORT",
+                   help="serve a live view on http://127.0.0.1:PORT/: annotated video (MJPEG), frames/s, latency, "
+                        "counts and the last anomalies")
+    p.add_argument("--web-host", default="127.0.0.1", metavar="HOST",
+                   help="address for --web (0.0.0.0: every interface, with no authentication)")
+    p.add_argument("--mqtt", metavar="URL",
+                   help="publish each event line to mqtt://HOST[:PORT]/TOPIC (QoS 1); credentials from "
+                        "$DAD_EDGE_MQTT_USERNAME and $DAD_EDGE_MQTT_PASSWORD, never in the URL")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
     p.add_argument("--queue", type=positive_int, metavar="N", help="frames buffered after capture (default 2 x batch)")
     add_runtime_arguments(p)
@@ -47,13 +61,33 @@ def add_command(sub) -> None:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
+    # The live view and the MQTT target first: a taken port or a bad URL fails before anything opens.
+    web = mqtt = None
+    try:
+        if args.web:
+            from dad_edge.stream.web import LiveView
+
+            web = LiveView(args.web, args.web_host)
+        if args.mqtt:
+            from dad_edge.stream.mqtt import MqttPublisher
+
+            mqtt = MqttPublisher(args.mqtt)  # connects in the background: the stream never waits for it
+        return _run(args, web, mqtt)
+    finally:
+        if mqtt is not None:
+            mqtt.close()
+        if web is not None:
+            web.close()
+
+
+def _run(args: argparse.Namespace, web, mqtt) -> int:
     from dad_edge.stream.alarms import Alarm
     from dad_edge.runtime.detector import Detector
     from dad_edge.stream.runner import Stream, stop_on_signals
-    from dad_edge.stream.outputs import StreamOutputs
+    from dad_edge.stream.outputs import StreamOutputs, new_run_id
     from dad_edge.stream.capture import open_source
 
-    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
     log = logging.getLogger("dad_edge.stream.runner")
     alarm = Alarm(command=args.alarm_cmd, min_interval_s=args.alarm_interval) if args.alarm_cmd else None
     # The source first: a wrong URL or camera index fails before a model is loaded. Once the
@@ -70,11 +104,19 @@ def cmd_stream(args: argparse.Namespace) -> int:
         outputs = StreamOutputs(video=args.out, anomalies=args.save_anomalies, events=args.events,
                                 only_anomalies=args.only_anomalies, display=not args.no_display,
                                 fps=source.fps, image_threshold=det.thresholds.image)
+        run = outputs.events.run if outputs.events else new_run_id()  # MQTT lines say the same run
+        if web is not None:
+            web.attach(stream.stats, f"{args.model} on {source.name}")
+            log.info("live view: %s", web.url)
         anomalies = 0
         try:
             with stop_on_signals(stream):
                 for r in stream:
                     record = outputs.write(r, stream.stats)
+                    if web is not None:
+                        web.offer(r, record["boxes"])  # O(1): encoding happens in the server's threads
+                    if mqtt is not None and (r.label or not args.only_anomalies):
+                        mqtt.publish(record, run)
                     if r.label:
                         anomalies += 1
                         log.info("frame %d: ANOMALY score %.4f, %d region(s)", r.frame, r.score,
