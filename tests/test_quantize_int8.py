@@ -130,3 +130,14 @@ def test_cli_export_int8(files, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "nope: no such folder" in err
     assert main(["export", str(files["ckpt"]), "--format", "onnx", "--int8", "--out", str(tmp_path / "z.onnx")]) == 2
     assert "--calib" in capsys.readouterr().err
+
+
+def test_openvino_runs_the_int8_file(files):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'dad_edge[openvino]')")
+    frames = [read_image(p) for p, _ in sample_images(files["tmp"])]
+    with dad_edge.Detector(files["int8"]) as ort_int8, dad_edge.Detector(files["int8"], backend="openvino") as ov_int8:
+        maps, scores = ov_int8.infer_batch(frames, "RGB")
+        ref_maps, ref_scores = ort_int8.infer_batch(frames, "RGB")
+    # Two INT8 implementations round differently here and there: close, not equal.
+    assert np.corrcoef(scores, ref_scores)[0, 1] > 0.95
+    assert np.abs(maps - ref_maps).max() < 0.05
