@@ -26,9 +26,9 @@ def _use_stream(source, what: str) -> str:
     """The message for a camera, URL or video given where images are expected (without a URL's credentials)."""
     from dad_edge.runtime.redact import redact_url
 
-    source = redact_url(str(source))
-    return (f"{source!s} is {what}: a Detector call and `dad-edge predict` score images; run frames from it with "
-            f"det.stream({source!r}) or `dad-edge stream MODEL --source {source}`")
+    shown = source if isinstance(source, int) else redact_url(str(source))  # det.stream(0), not ('0')
+    return (f"{shown!s} is {what}: a Detector call and `dad-edge predict` score images; run frames from it with "
+            f"det.stream({shown!r}) or `dad-edge stream MODEL --source {shown}`")
 
 
 @dataclass(frozen=True)
