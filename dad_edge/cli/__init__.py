@@ -8,6 +8,7 @@ Errors a user can fix print as one line, exit code 2.
     cli/stream.py    stream
     cli/baseline.py  baseline (classical image-level detectors)
     cli/compare.py   compare (several methods on one data set, one table)
+    cli/serve.py     serve (a model on Triton Inference Server)
     cli/benchmark.py benchmark (latency and images/s of a model on this machine)
     cli/help.py      what --help shows: defaults and examples
 """
@@ -21,7 +22,7 @@ from dad_edge.errors import DadEdgeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dad_edge.cli import baseline, benchmark, compare, deploy, evaluate, stream, train
+    from dad_edge.cli import baseline, benchmark, compare, deploy, evaluate, serve, stream, train
     from dad_edge.cli.help import apply_help
     from dad_edge.version import __version__
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_command(sub)
     compare.add_command(sub)
     benchmark.add_command(sub)
+    serve.add_command(sub)
     apply_help(sub)
     return parser
 
