@@ -29,6 +29,7 @@ EXAMPLES: Dict[str, str] = {
     "baseline": "dad-edge baseline --data my_part --method iforest --out runs/if",
     "compare": "dad-edge compare --data digits --methods diffusionad,iforest --classes 0,1 --minutes 1 "
                "--out runs/compare",
+    "serve": "dad-edge serve model.onnx --http-port 8000 --grpc-port 8001   # Triton Inference Server, this host only",
     "benchmark": "dad-edge benchmark model.onnx --batch 1 8 32 --json bench.json\n"
                  "dad-edge benchmark engine.plan --frame-size 1080x1920   # a camera's frames, resize included",
 }
