@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from dad_edge.artifacts import metadata as md
-from dad_edge.runtime.backends import load_backend
+from dad_edge.runtime.backends import is_remote, load_backend
 from dad_edge.artifacts.metadata import normalize_score
 from dad_edge.errors import ConfigError, DadEdgeError, DataError
 from dad_edge.data.imageio import read_image
@@ -91,8 +91,9 @@ class Detector:
         _check_options(color_order, batch_size)
         # Checked before the backend loads: a wrong value fails fast, naming itself.
         runtime_thresholds(md.Thresholds(0.5, 0.5), image_threshold, pixel_threshold, sensitivity)
-        self._attach(Path(model), load_backend(Path(model), backend, device=device, half=half, fused=fused,
-                                               cuda_graphs=cuda_graphs), color_order, batch_size)
+        model = model if is_remote(model) else Path(model)  # a served model's URL (grpc://, http://) stays a string
+        self._attach(model, load_backend(model, backend, device=device, half=half, fused=fused,
+                                         cuda_graphs=cuda_graphs), color_order, batch_size)
         try:
             self.set_thresholds(image_threshold, pixel_threshold, sensitivity)
         except ConfigError:

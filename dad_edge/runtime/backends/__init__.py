@@ -22,6 +22,13 @@ BACKENDS = {
     "openvino": ("openvino_backend", "OpenVINOBackend"),  # an .onnx file or an OpenVINO IR (.xml + .bin)
 }
 KINDS = {"torch": "checkpoint", "onnxruntime": "onnx", "tensorrt": "tensorrt", "openvino": "onnx"}
+# A model served by `dad-edge serve` (Triton): a URL, not a file; triton_remote_backend.py.
+REMOTE_SCHEMES = ("grpc://", "http://")
+
+
+def is_remote(model) -> bool:
+    """True for grpc://HOST:PORT/NAME and http://HOST:PORT/NAME: a model on a Triton server."""
+    return isinstance(model, str) and model.lower().startswith(REMOTE_SCHEMES)
 
 
 def backend_name(path, backend: Optional[str] = None) -> str:
@@ -39,6 +46,11 @@ def backend_name(path, backend: Optional[str] = None) -> str:
 
 def load_backend(path, backend: Optional[str] = None, **options: Any) -> Backend:
     """Open `path` with its backend; `options` (device, half) go to the backend's constructor."""
+    if is_remote(path):
+        if backend not in (None, "triton"):
+            raise BackendError(f"{path} is a served model; backend={backend!r} applies to model files")
+        from dad_edge.runtime.backends.triton_remote_backend import TritonRemoteBackend
+        return TritonRemoteBackend(path, **options)
     name = backend_name(path, backend)
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such model file; give the path of a model.safetensors, "
