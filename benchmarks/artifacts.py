@@ -3,7 +3,7 @@
 compact and paper: the presets at 256x256 RGB with random weights (perturbed so that no
 layer is all zeros; speed does not depend on the values), as checkpoint, ONNX file and
 TensorRT engines; efficientad-s: the anchor (anchors.py) as ONNX file, engines and a torch
-module. An INT8 engine is calibrated on CALIB_IMAGES good images of the magnetic-tile data
+module. Each ONNX file also as INT8 QDQ for CPUs (export/quantize.py). An INT8 file is calibrated on CALIB_IMAGES good images of the magnetic-tile data
 when it is there, else on random images (the ranges then mean nothing; speed is all we read).
 """
 from __future__ import annotations
@@ -67,6 +67,17 @@ class Artifacts:
             self._files[key] = path
         return self._files[key]
 
+    def onnx_int8(self, model: str) -> Path:
+        """The INT8 (QDQ) form of onnx(model), for ONNX Runtime and OpenVINO on the CPU."""
+        key = (model, "onnx-int8")
+        if key not in self._files:
+            from dad_edge.export.quantize import quantize_onnx
+
+            path = self.root / f"{model}-int8.onnx"
+            quantize_onnx(self.onnx(model), path, self._calibration_folder(), max_images=CALIB_IMAGES)
+            self._files[key] = path
+        return self._files[key]
+
     def _calibration_folder(self) -> Path:
         if self.calib_dir is not None and self.calib_dir.is_dir():
             return self.calib_dir
@@ -101,8 +112,9 @@ class Artifacts:
         """The Detector that runs `model` on `target`, `batch` frames per backend call."""
         if target.artifact == "engine":
             return dad_edge.Detector(self.engine(model, target.precision, batch), batch_size=batch)
-        if target.artifact == "onnx":
-            return dad_edge.Detector(self.onnx(model), batch_size=batch, **target.detector_kwargs())
+        if target.artifact in ("onnx", "onnx-int8"):
+            path = self.onnx(model) if target.artifact == "onnx" else self.onnx_int8(model)
+            return dad_edge.Detector(path, batch_size=batch, **target.detector_kwargs())
         if model == "efficientad-s":
             return AnchorDetector(self.onnx(model), self.anchor_module(), device=target.device,
                                   half=target.precision == "fp16", batch_size=batch)

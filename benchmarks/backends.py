@@ -6,6 +6,8 @@
     torch-cuda-fp16-fused                 + the fused kernels (Detector(fused=True))
     torch-cuda-fp16-fused-graphs          + CUDA graphs (Detector(cuda_graphs=True))
     ort-cpu-fp32, ort-cuda-fp32           ONNX Runtime, CPU and CUDA execution providers
+    ort-cpu-int8                          ONNX Runtime on the CPU, the INT8 (QDQ) ONNX file (export/quantize.py)
+    openvino-cpu-fp32, openvino-cpu-int8  OpenVINO's CPU plugin on the same two ONNX files
     trt-fp16, trt-int8                    TensorRT engines built here from the ONNX file
 
 Nothing is installed or moved: a target whose runtime, provider or GPU is missing is kept in
@@ -24,10 +26,10 @@ from typing import Any, Dict, List, Optional
 @dataclass(frozen=True)
 class Target:
     id: str  # test id and table row
-    runtime: str  # the Detector backend: "torch", "onnxruntime" or "tensorrt"
+    runtime: str  # the Detector backend: "torch", "onnxruntime", "openvino" or "tensorrt"
     device: str  # "cpu" or "cuda"
     precision: str  # "fp32", "fp16" or "int8"
-    artifact: str  # what the Detector opens: "checkpoint", "onnx", "engine"
+    artifact: str  # what the Detector opens: "checkpoint", "onnx", "onnx-int8" (quantised), "engine"
     options: Dict[str, Any] = field(default_factory=dict)  # extra Detector keyword arguments
     skip: Optional[str] = None  # why this machine lacks it; None = available
 
@@ -58,6 +60,12 @@ def _ort_providers() -> List[str]:
     import onnxruntime
 
     return onnxruntime.get_available_providers()
+
+
+def _openvino() -> Optional[str]:
+    if importlib.util.find_spec("openvino") is None:
+        return "OpenVINO is not installed (pip install 'dad_edge[openvino]')"
+    return None
 
 
 def _tensorrt() -> Optional[str]:
@@ -92,6 +100,9 @@ def discover() -> List[Target]:
         Target("torch-cuda-fp16-fused", "torch", "cuda", "fp16", "checkpoint", fused_opts, skip=cuda),
         Target("torch-cuda-fp16-fused-graphs", "torch", "cuda", "fp16", "checkpoint", graph_opts, skip=cuda),
         Target("ort-cpu-fp32", "onnxruntime", "cpu", "fp32", "onnx", skip=no_ort),
+        Target("ort-cpu-int8", "onnxruntime", "cpu", "int8", "onnx-int8", skip=no_ort),
+        Target("openvino-cpu-fp32", "openvino", "cpu", "fp32", "onnx", skip=_openvino()),
+        Target("openvino-cpu-int8", "openvino", "cpu", "int8", "onnx-int8", skip=_openvino() or no_ort),
         Target("ort-cuda-fp32", "onnxruntime", "cuda", "fp32", "onnx", skip=no_ort_cuda),
         Target("trt-fp16", "tensorrt", "cuda", "fp16", "engine", skip=trt),
         Target("trt-int8", "tensorrt", "cuda", "int8", "engine", skip=trt),

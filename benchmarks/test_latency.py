@@ -114,3 +114,53 @@ def test_latency(benchmark, request, artifacts, model, target, batch):
           f"{row['achieved_gflops']:.0f} GFLOP/s = {100 * row['peak_fraction']:.1f} % of peak, "
           f"{target.precision}, {row['device_name']}")
     assert images_per_s > 0
+
+
+# -- ONNX Runtime session settings, side by side ------------------------------------------------
+# Each variant changes one setting of onnxruntime_backend.SESSION (what the backend opens a
+# session with); "chosen" is SESSION itself. compact 256x256 at batch 1, fp32 and INT8 files.
+SESSION_VARIANTS = {
+    "chosen": {},
+    "optimisation basic": {"graph_optimization_level": "basic"},
+    "optimisation extended": {"graph_optimization_level": "extended"},
+    "1 intra-op thread": {"intra_op_num_threads": 1},
+    "no memory arena": {"enable_cpu_mem_arena": False},
+    "parallel execution": {"execution_mode": "parallel"},
+    "no spinning": {"allow_spinning": False},
+}
+SESSION_CASES = [(p, v) for p in ("fp32", "int8") for v in SESSION_VARIANTS]
+SESSION_P50: dict = {}  # (precision, variant) -> p50 ms, for the ratio to "chosen"
+
+
+@pytest.mark.parametrize("precision, variant", SESSION_CASES, ids=[f"{p}-{v.replace(' ', '_')}" for p, v in SESSION_CASES])
+def test_ort_session_settings(benchmark, request, artifacts, precision, variant):
+    import dad_edge
+    from dad_edge.runtime.backends.onnxruntime_backend import SESSION, OnnxRuntimeBackend
+
+    target = next(t for t in TARGETS if t.id == f"ort-cpu-{precision}")
+    if target.skip:
+        pytest.skip(target.skip)
+    rounds, warmup = ROUNDS["full" if request.config.getoption("--full") else "default"][("compact", "cpu", True)]
+    path = artifacts.onnx("compact") if precision == "fp32" else artifacts.onnx_int8("compact")
+    det = dad_edge.Detector(path, backend="onnxruntime", device="cpu", batch_size=1)
+    det.backend.close()  # the same Detector around a session opened with this variant's settings
+    det.backend = OnnxRuntimeBackend(path, device="cpu", session=SESSION_VARIANTS[variant])
+    frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    benchmark.group = f"ORT session settings, compact {precision} batch 1"
+    try:
+        benchmark.pedantic(det, args=(frame,), rounds=rounds, iterations=1, warmup_rounds=warmup)
+    finally:
+        det.close()
+    if benchmark.stats is None:
+        return
+    times_ms = np.array(benchmark.stats.stats.data) * 1e3
+    p50 = float(np.percentile(times_ms, 50))
+    SESSION_P50[(precision, variant)] = p50
+    chosen = SESSION_P50.get((precision, "chosen"))
+    settings = {**SESSION, **SESSION_VARIANTS[variant]}
+    benchmark.extra_info.update({"precision": precision, "variant": variant, "settings": settings, "p50_ms": p50,
+                                 "device_name": harness.device_name("cpu"), "versions": harness.versions()})
+    print(f"\nORT session '{variant}' ({precision}, compact 256x256, batch 1): p50 {p50:.1f} ms, "
+          f"p99 {float(np.percentile(times_ms, 99)):.1f} ms"
+          + (f", {p50 / chosen:.2f}x chosen" if chosen else "") + f"; {harness.device_name('cpu')}")
+    assert p50 > 0

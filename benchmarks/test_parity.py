@@ -8,8 +8,10 @@ test skips with that command when neither exists. The data: the magnetic-tile ca
 (../shared/data/magnetic_tile beside the repository, or $DAD_EDGE_BENCH_DATA), its whole
 test split (582 images).
 
-The checkpoint is exported to ONNX (and, where TensorRT is, built into fp16 and INT8
-engines, INT8 calibrated on the category's good training images) in a temporary folder;
+The checkpoint is exported to ONNX, and to INT8 ONNX for CPUs (export/quantize.py, QDQ,
+calibrated on INT8_CALIB_IMAGES of the category's good training images; ONNX Runtime and
+OpenVINO run it), and, where TensorRT is, built into fp16 and INT8 engines (INT8 calibrated
+on the category's good training images), in a temporary folder;
 each backend runs the test images through Detector.infer_batch (what `dad-edge eval` does,
 plus the half / fused options of torch).
 Per backend: image AUROC, pixel AUROC (maps at the model's resolution against the
@@ -37,6 +39,7 @@ TRAIN_COMMAND = ("dad-edge train --data ../shared/data/magnetic_tile --preset co
                  "--lr-unet 1e-3 --lr-seg 1e-3 --minutes 30 --out runs/bench/tile_compact")
 TOLERANCE = {"fp32": 5e-5, "fp16": 0.002, "int8": 0.01}
 BATCH = 16
+INT8_CALIB_IMAGES = 300  # of train/good: MIN_CALIBRATION_IMAGES of the TensorRT builder, the usual advice
 TARGETS = discover()
 
 
@@ -91,12 +94,25 @@ def engine(data, precision: str) -> Path:
     return out
 
 
+def int8_onnx(data) -> Path:
+    """The INT8 (QDQ) form of the parity ONNX file, built on first use."""
+    from dad_edge.export.quantize import quantize_onnx
+
+    out = data["files"]["tmp"] / "model-int8.onnx"
+    if not out.is_file():
+        quantize_onnx(data["files"]["onnx"], out, DATA, max_images=INT8_CALIB_IMAGES)
+    return out
+
+
 def run(target, data):
     """(maps (N, S, S), scores (N,), image AUROC, pixel AUROC) of the test set on `target`."""
     import dad_edge
     from dad_edge.training.metrics import roc_auc
 
-    path = engine(data, target.precision) if target.artifact == "engine" else data["files"][target.artifact]
+    if target.artifact == "engine":
+        path = engine(data, target.precision)
+    else:
+        path = int8_onnx(data) if target.artifact == "onnx-int8" else data["files"][target.artifact]
     kwargs = {} if target.artifact == "engine" else target.detector_kwargs()
     with dad_edge.Detector(path, batch_size=BATCH, **kwargs) as det:
         maps, scores = det.infer_batch(data["frames"], "RGB")  # files decode as RGB
