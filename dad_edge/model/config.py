@@ -12,6 +12,11 @@ from typing import Any, Dict, Optional, Tuple
 
 from dad_edge.errors import ConfigError
 
+# Bounds on what a model file may ask for: the fixed noise and the schedule are allocated from them at load,
+# so a damaged or crafted file must not get terabytes (the paper runs at 256 px and 1,000 steps).
+MAX_SIZE = 8192
+MAX_TIMESTEPS = 100_000
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -28,11 +33,19 @@ class UNetConfig:
     dropout: float = 0.0
 
 
+SEG_STRIDES = (1, 2, 4)
+
+
 @dataclass(frozen=True)
 class SegConfig:
     """The DRAEM-style segmentation U-Net that reads cat(x, x0_ng)."""
 
     widths: Tuple[int, ...] = (64, 128, 256, 512, 512, 512)  # encoder widths, one max-pool between
+    # 1: the net reads cat(x, x0_ng) at full resolution (the paper). 2 or 4: it reads that input
+    # average-pooled by this factor and its logits are up-sampled back (bilinear), for 4x or 16x
+    # less work in a net whose full-resolution layers cost as much as both U-Net passes on a CPU
+    # (benchmarks/profile_train_step.py); the map is coarser by the same factor.
+    stride: int = 1
 
 
 @dataclass(frozen=True)
@@ -103,12 +116,14 @@ class ModelConfig:
         s = self.seg or SegConfig(widths=(1, 1))  # a recon model: no segmentation net, so no constraint
         unit, name = self.backbone_size_unit()
         checks = [
-            (self.image_size >= 32 and self.image_size % unit == 0 and self.image_size % 2 ** (len(s.widths) - 1) == 0,
-             f"image_size={self.image_size} must be >= 32 and divisible by {name} ({unit}) and 2**(levels-1) of "
-             f"the segmentation net ({2 ** (len(s.widths) - 1)})"),
+            (s.stride in SEG_STRIDES, f"seg.stride={s.stride} must be one of {SEG_STRIDES}"),
+            (32 <= self.image_size <= MAX_SIZE and self.image_size % unit == 0
+             and self.image_size % (s.stride * 2 ** (len(s.widths) - 1)) == 0,
+             f"image_size={self.image_size} must be in [32, {MAX_SIZE}] and divisible by {name} ({unit}) and by "
+             f"the segmentation net's stride x 2**(levels-1) ({s.stride * 2 ** (len(s.widths) - 1)})"),
             (self.channels in (1, 3), f"channels={self.channels} must be 1 (gray) or 3 (RGB)"),
             (len(s.widths) >= 2 and all(w > 0 for w in s.widths), f"seg.widths={s.widths} needs >= 2 positive widths"),
-            (self.num_timesteps >= 2, f"num_timesteps={self.num_timesteps} must be >= 2"),
+            (2 <= self.num_timesteps <= MAX_TIMESTEPS, f"num_timesteps={self.num_timesteps} must be in [2, {MAX_TIMESTEPS}]"),
             (0 < self.beta_start < self.beta_end < 1, f"beta_start={self.beta_start}, beta_end={self.beta_end} need 0 < start < end < 1"),
             (0 <= self.t_small < self.t_large < self.num_timesteps,
              f"t_small={self.t_small}, t_large={self.t_large} need 0 <= t_small < t_large < num_timesteps"),
@@ -210,7 +225,9 @@ class ModelConfig:
             recon = None if recon_data is None else _from_dict(ReconConfig, recon_data, "recon")
             rest = {k: v for k, v in data.items() if k not in ("unet", "dit", "seg", "recon")}
             return _from_dict(cls, rest, "model", unet=unet, dit=dit, seg=seg, recon=recon).validate()
-        except TypeError as exc:
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:  # e.g. a string or list where a number goes
             raise ConfigError(f"bad model config: {exc}") from None
 
     def replace(self, **changes: Any) -> "ModelConfig":
@@ -233,7 +250,7 @@ def _unet_checks(u: UNetConfig):
         (u.patch_size in (1, 2, 4, 8), f"unet.patch_size={u.patch_size} must be 1, 2, 4 or 8"),
         (u.base_channels > 0 and len(u.channel_mult) >= 1 and all(m > 0 for m in u.channel_mult),
          f"unet.base_channels={u.base_channels} and channel_mult={u.channel_mult} must be positive"),
-        (all((u.base_channels * m) % u.groups == 0 for m in u.channel_mult),
+        (u.groups >= 1 and all((u.base_channels * m) % u.groups == 0 for m in u.channel_mult),
          f"unet.groups={u.groups} must divide every U-Net width {[u.base_channels * m for m in u.channel_mult]}"),
         (u.num_res_blocks >= 1, f"unet.num_res_blocks={u.num_res_blocks} must be >= 1"),
         (u.num_heads >= 1 and all((u.base_channels * m) % u.num_heads == 0 for m in u.channel_mult),
@@ -252,7 +269,7 @@ def _dit_checks(d: DiTConfig):
          f"dit.hidden={d.hidden} must be a positive multiple of 4 (the 2-D sin-cos position embedding)"),
         (d.depth >= 1, f"dit.depth={d.depth} must be >= 1"),
         (d.heads >= 1 and d.hidden % d.heads == 0, f"dit.heads={d.heads} must divide dit.hidden={d.hidden}"),
-        (d.mlp_ratio > 0 and round(d.hidden * d.mlp_ratio) >= 1,
+        (0 < d.mlp_ratio <= 64 and round(d.hidden * d.mlp_ratio) >= 1,
          f"dit.mlp_ratio={d.mlp_ratio} must be > 0"),
     ]
 
@@ -321,6 +338,11 @@ def preset(name: str, **changes: Any) -> ModelConfig:
     cfg = PRESETS[name]
     if "method" in changes or "recon" in changes:
         cfg = method_variant(cfg, changes.pop("method", cfg.method), changes.pop("recon", None))
+    if "seg_stride" in changes:  # the preset's segmentation net reading a pooled input
+        stride = changes.pop("seg_stride")
+        if cfg.seg is None:
+            raise ConfigError(f"seg_stride={stride}: a {cfg.method!r} model has no segmentation net")
+        changes["seg"] = dataclasses.replace(cfg.seg, stride=stride)
     if "image_size" in changes and "top_k" not in changes:
         # Keep the paper's top-k density (50 of 256*256 pixels) at other sizes.
         changes["top_k"] = scaled_top_k(cfg.top_k, cfg.image_size, changes["image_size"])

@@ -3,6 +3,8 @@
 Reads cat(x, x0_ng) (2C channels) and returns per-pixel anomaly logits (N, 1, H, W).
 Encoder: [conv3x3-BN-ReLU] x 2 per width with a max-pool between; decoder: bilinear
 up-sampling + conv-BN-ReLU, concatenation with the encoder skip, [conv-BN-ReLU] x 2.
+With SegConfig.stride s > 1 the net reads its input average-pooled by s and its logits are
+up-sampled back to the input's size (bilinear, half-pixel centres).
 """
 from __future__ import annotations
 
@@ -51,8 +53,16 @@ class SegNet(nn.Module):
             self.decoder.append(UpBlock(cin, widths[i], cout))
             cin = cout
         self.head = nn.Conv2d(widths[0], 1, 3, padding=1)
+        self.stride = cfg.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            size = x.shape[-2:]
+            x = F.avg_pool2d(x, self.stride)
+            return F.interpolate(self._logits(x), size=size, mode="bilinear", align_corners=False)
+        return self._logits(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for i, block in enumerate(self.encoder):
             x = block(x if i == 0 else F.max_pool2d(x, 2))

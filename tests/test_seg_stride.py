@@ -1,0 +1,82 @@
+"""The segmentation net on a pooled input (SegConfig.stride): same interface, a quarter of the work
+per halving, carried through the checkpoint, ONNX export and the train CLI."""
+import dataclasses
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dad_edge.artifacts import metadata as md
+from dad_edge.data.preprocess import OFFSET, SCALE
+from dad_edge.errors import ConfigError
+from dad_edge.export.onnx_export import export_onnx
+from dad_edge.model.config import ModelConfig, preset
+from dad_edge.model.info import model_info
+from dad_edge.model.segnet import SegNet
+from deploy_support import random_model
+
+
+def test_stride_pools_the_input_and_upsamples_the_logits():
+    cfg = preset("tiny", seg_stride=2).seg
+    net = SegNet(cfg, channels=3).eval()
+    full = SegNet(dataclasses.replace(cfg, stride=1), channels=3).eval()
+    full.load_state_dict(net.state_dict())  # the same weights: stride adds no parameters
+    x = torch.randn(2, 6, 32, 32)
+    with torch.no_grad():
+        out = net(x)
+        expected = F.interpolate(full(F.avg_pool2d(x, 2)), size=(32, 32), mode="bilinear", align_corners=False)
+        plain = full(x)
+    assert out.shape == (2, 1, 32, 32)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert not torch.allclose(out, plain, atol=1e-3)  # it is not the full-resolution net
+
+
+def test_stride_quarters_the_segmentation_flops():
+    full, half = preset("compact", image_size=128), preset("compact", image_size=128, seg_stride=2)
+    f_full, f_half = model_info(full), model_info(half)
+    assert f_half["gflops_seg"] == pytest.approx(f_full["gflops_seg"] / 4, rel=0.02)
+    assert f_half["gflops_unet"] == f_full["gflops_unet"]
+    assert f_half["params"] == f_full["params"]
+
+
+def test_config_checks_and_round_trip():
+    cfg = preset("compact", image_size=128, seg_stride=2)
+    assert cfg.seg.stride == 2 and cfg.seg.widths == preset("compact").seg.widths
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["seg"]["stride"]  # files written before the field: full resolution
+    assert ModelConfig.from_dict(old).seg.stride == 1
+    with pytest.raises(ConfigError, match="seg.stride=3"):
+        preset("tiny", seg_stride=3)
+    with pytest.raises(ConfigError, match="stride x 2"):  # 96 / (4 * 32) is not whole
+        preset("compact", image_size=96, seg_stride=4)
+    with pytest.raises(ConfigError, match="no segmentation net"):
+        preset("tiny", method="recon", seg_stride=2)
+
+
+def test_onnx_export_matches_torch(tmp_path):
+    cfg = preset("tiny", seg_stride=2)
+    model = random_model(cfg, seed=5)
+    export_onnx(model, tmp_path / "m.onnx", meta=md.build_metadata(cfg))
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(pixels * SCALE + OFFSET))
+    amap, score = ort.InferenceSession(str(tmp_path / "m.onnx")).run(["anomaly_map", "score"], {"image": pixels})
+    assert np.abs(amap - ref.anomaly_map.numpy()).max() <= 1e-4
+    assert np.abs(score - ref.score.numpy()).max() <= 1e-4
+
+
+def test_train_cli_records_the_stride(tmp_path):
+    from dad_edge.artifacts.checkpoint import load_model
+    from dad_edge.cli import main
+    from dad_edge.data.demo import build_demo_dataset
+
+    data = build_demo_dataset(tmp_path / "demo", size=64, n_train=6, n_test_good=2, n_test_per_defect=1)
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(data), "--out", str(out), "--preset", "tiny", "--image-size", "32",
+               "--epochs", "1", "--batch", "2", "--seg-stride", "2", "--quiet"])
+    assert rc in (0, None)
+    model, _ = load_model(out / "model.safetensors")
+    assert model.cfg.seg.stride == 2
