@@ -12,6 +12,7 @@ the same metadata sits beside it: engine.plan -> engine.json.
 """
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Any, Dict, Tuple
@@ -68,7 +69,9 @@ def read_engine_file(path, with_plan: bool = True) -> Tuple[Dict[str, Any], byte
     with open(path, "rb") as f:
         length = _read_prefix(path, f)
         if length:
-            text = f.read(length)
+            # Checked against the file's size before reading: a damaged length field allocates nothing.
+            available = os.fstat(f.fileno()).st_size - PREFIX.size
+            text = f.read(length) if length <= available else f.read(max(available, 0))
             if len(text) < length:
                 raise CheckpointError(f"{path}: the file ends inside its header ({len(text)} of {length} bytes); it "
                                       "was cut short: copy it again or re-export it")

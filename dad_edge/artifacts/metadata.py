@@ -151,6 +151,8 @@ def loads(text: str, where: str) -> Dict[str, Any]:
         meta = json.loads(text)
     except (json.JSONDecodeError, TypeError) as exc:
         raise CheckpointError(f"{where}: metadata is not valid JSON ({exc}); the file is damaged") from None
+    except RecursionError:  # thousands of nested brackets: no metadata of ours, a damaged or crafted file
+        raise CheckpointError(f"{where}: metadata JSON is nested too deeply to be ours; the file is damaged") from None
     return validate_metadata(meta, where)
 
 

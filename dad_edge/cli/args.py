@@ -2,7 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Optional
+
+
+def finite_float(text: str) -> float:
+    """A float option: nan and inf are refused here (they pass every `x < 0` check after)."""
+    v = float(text)
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number")
+    return v
 
 
 def positive_int(text: str) -> int:
@@ -70,11 +79,11 @@ def add_threshold_arguments(p) -> None:
     decide with these instead of the file's thresholds, without changing the file. Read back with
     threshold_kwargs()."""
     g = p.add_argument_group("thresholds at run time (the model file is not changed; `calibrate` stores new ones)")
-    g.add_argument("--threshold", type=float, metavar="T",
+    g.add_argument("--threshold", type=finite_float, metavar="T",
                    help="image threshold: a raw score in [0, 1] (default: the model's)")
-    g.add_argument("--pixel-threshold", type=float, metavar="T",
+    g.add_argument("--pixel-threshold", type=finite_float, metavar="T",
                    help="pixel threshold: a raw map value in [0, 1] (default: the model's)")
-    g.add_argument("--sensitivity", type=float, metavar="S",
+    g.add_argument("--sensitivity", type=finite_float, metavar="S",
                    help="in [0, 1]: 0.5 = the calibrated thresholds, higher flags more; moves both along "
                         "the calibrated scale (a --threshold / --pixel-threshold given wins for its level)")
 
@@ -97,35 +106,35 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--data", required=True, help="category folder with train/good (MVTec AD layout)")
     p.add_argument("--out", required=True, help="run folder: model.safetensors, train_state.safetensors")
     p.add_argument("--epochs", type=positive_int, help="stop after this many epochs")
-    p.add_argument("--minutes", type=float, help=f"stop after this much {what} time")
+    p.add_argument("--minutes", type=finite_float, help=f"stop after this much {what} time")
     add_batch_argument(p, None, "images per training step (default: the recipe's, 16; 8 for small sets)")
-    p.add_argument("--lr-unet", type=float, help="U-Net learning rate (default: the recipe's for the preset "
+    p.add_argument("--lr-unet", type=finite_float, help="U-Net learning rate (default: the recipe's for the preset "
                    "and device, see training/recipe.py)")
-    p.add_argument("--lr-seg", type=float, help="segmentation-net learning rate (default: the recipe's)")
+    p.add_argument("--lr-seg", type=finite_float, help="segmentation-net learning rate (default: the recipe's)")
     p.add_argument("--lr-schedule", choices=("cosine", "constant"),
                    help="after a short warm-up: constant (default) or a cosine decay to 0 over the budget")
-    p.add_argument("--warmup", type=float, dest="warmup_fraction", metavar="FRACTION",
+    p.add_argument("--warmup", type=finite_float, dest="warmup_fraction", metavar="FRACTION",
                    help="linear warm-up over this fraction of the budget (default 0.02)")
-    p.add_argument("--ema", type=float, dest="ema_decay", metavar="DECAY",
+    p.add_argument("--ema", type=finite_float, dest="ema_decay", metavar="DECAY",
                    help="validate and save an exponential moving average of the weights (0: off)")
     p.add_argument("--large-target", choices=("noise", "clean"),
                    help="what the large-noise U-Net pass learns on a synthetic anomaly: nothing (noise, the "
                         "paper's) or to reconstruct the clean image (clean); default: the recipe's")
-    p.add_argument("--snapshot-minutes", type=float, metavar="M",
+    p.add_argument("--snapshot-minutes", type=finite_float, metavar="M",
                    help="also write --out/snapshots/model_<M>min.safetensors every M training minutes")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1, help="good images held out for selection")
+    p.add_argument("--val-fraction", type=finite_float, default=0.1, help="good images held out for selection")
     p.add_argument("--select", choices=("val", "last"), default="val",
                    help="keep the lowest validation loss (default) or the last epoch; never the test set")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--texture-dir", help="folder of texture images (e.g. DTD) as anomaly sources")
     p.add_argument("--foreground", help="'otsu', or a folder of foreground masks named like the images")
-    p.add_argument("--anomaly-prob", type=float, default=0.5, help="fraction of synthetic anomalous samples")
-    p.add_argument("--band-prob", type=float, default=0.0,
+    p.add_argument("--anomaly-prob", type=finite_float, default=0.5, help="fraction of synthetic anomalous samples")
+    p.add_argument("--band-prob", type=finite_float, default=0.0,
                    help="share of synthetic anomalies that are a large band of changed surface finish "
                         "(large-area, low-contrast defects) instead of a Perlin blob (default 0)")
-    p.add_argument("--threshold-quantile", type=float, default=0.99,
+    p.add_argument("--threshold-quantile", type=finite_float, default=0.99,
                    help="thresholds at this quantile of held-out good images")
     p.add_argument("--resume", action="store_true", help="go on from --out/train_state.safetensors")
     p.add_argument("--workers", type=int, default=None,

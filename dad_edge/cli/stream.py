@@ -15,8 +15,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from dad_edge.cli.args import (positive_int, add_batch_argument, add_runtime_arguments, add_threshold_arguments,
-                               runtime_kwargs, threshold_kwargs)
+from dad_edge.cli.args import (finite_float, positive_int, add_batch_argument, add_runtime_arguments,
+                               add_threshold_arguments, runtime_kwargs, threshold_kwargs)
 from dad_edge.runtime.detector import COLOR_ORDERS
 
 
@@ -40,7 +40,7 @@ def add_command(sub) -> None:
     p.add_argument("--no-display", action="store_true", help="no window (the default needs a GUI build of OpenCV)")
     p.add_argument("--alarm-cmd", metavar="CMD",
                    help="run CMD on an anomaly (no shell; the event is in $DAD_EDGE_EVENT)")
-    p.add_argument("--alarm-interval", type=float, default=10.0, metavar="S",
+    p.add_argument("--alarm-interval", type=finite_float, default=10.0, metavar="S",
                    help="at most one alarm per S seconds (default 10)")
     p.add_argument("--web", type=port_number, metavar="PORT",
                    help="serve a live view on http://127.0.0.1:PORT/: annotated video (MJPEG), frames/s, latency, "
@@ -56,7 +56,7 @@ def add_command(sub) -> None:
     add_threshold_arguments(p)
     p.add_argument("--color-order", choices=COLOR_ORDERS,
                    help="of the source's frames (default: BGR for cameras and videos, RGB for image files)")
-    p.add_argument("--log-every", type=float, default=10.0, metavar="S", help="statistics line every S seconds")
+    p.add_argument("--log-every", type=finite_float, default=10.0, metavar="S", help="statistics line every S seconds")
     p.set_defaults(func=cmd_stream)
 
 
