@@ -6,7 +6,6 @@ and returns an exit code. Errors a user can fix are DadEdgeError (printed as one
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -173,7 +172,9 @@ def _unique_name(stem: str, used: Dict[str, int]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from dad_edge.artifacts.json_lines import JsonLinesWriter
     from dad_edge.runtime.detector import Detector
+    from dad_edge.runtime.safe_paths import safe_filename
 
     det = Detector(args.model, batch_size=args.batch_size, **runtime_kwargs(args), **threshold_kwargs(args))
     print(f"{det}", flush=True)
@@ -183,7 +184,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     jsonl = None
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
-        jsonl = open(args.save / "results.jsonl", "w", encoding="utf-8")
+        jsonl = JsonLinesWriter(args.save / "results.jsonl", mode="w")  # a flush per line: a kill cuts one at most
     try:
         with det:
             for r in det.stream(list(args.sources)):
@@ -199,14 +200,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     verdict = {None: "uncalibrated", True: "ANOMALY", False: "good"}[r.label]
                     norm = "" if r.normalized_score is None else f" (normalised {r.normalized_score:.3f})"
                     print(f"{r.source}: score {r.score:.4f}{norm} {verdict}", flush=True)
-                    name = _unique_name(Path(r.source).stem, used)
+                    name = _unique_name(safe_filename(Path(r.source).stem), used)  # never ../ or /abs
                     if args.save:
                         r.save(args.save / name)
                         record["overlay"] = name
                     if args.save_maps:
                         record["maps"] = [str(f) for f in r.save_maps(args.save_maps, Path(name).stem)]
                 if jsonl:
-                    jsonl.write(json.dumps(record) + "\n")
+                    jsonl.write(record)
     finally:
         if jsonl:
             jsonl.close()

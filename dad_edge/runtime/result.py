@@ -93,10 +93,11 @@ class Result:
         <stem>_mask.png: the mask as 0 / 255, when the model has a pixel threshold. Written
         atomically. `stem`: default the source file's stem."""
         from dad_edge.artifacts.atomic import write_bytes_atomic
+        from dad_edge.runtime.safe_paths import safe_filename
 
         self._check_ok()
         folder = Path(folder)
-        stem = stem or Path(self.source).stem
+        stem = safe_filename(stem or Path(self.source).stem)  # a source may be a URL, or a name given from outside
         written = [(folder / f"{stem}_map.tiff", ".tiff", np.ascontiguousarray(self.anomaly_map, np.float32))]
         if self.mask is not None:
             written.append((folder / f"{stem}_mask.png", ".png", self.mask.astype(np.uint8) * 255))

@@ -134,6 +134,7 @@ def write_scores(path: Path, preds: Predictions) -> None:
 
 def write_report(preds: Predictions, metrics: Dict[str, object], out: Path, overlays_per_type: int) -> None:
     from dad_edge.training.plots import save_overlay, save_roc_plot
+    from dad_edge.runtime.safe_paths import path_inside
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -156,5 +157,6 @@ def write_report(preds: Predictions, metrics: Dict[str, object], out: Path, over
         for i in sorted(idx, key=lambda j: -preds.scores[j])[:overlays_per_type]:
             s = preds.samples[i]
             image = np.rint(resize_bilinear(read_image(s.path).astype(np.float32), size)).astype(np.uint8)
-            save_overlay(out / "overlays" / t / f"{s.path.stem}.png", image, preds.maps[i],
+            # Defect types can come from a layout's label file: a name from outside, kept inside `out`.
+            save_overlay(path_inside(out, "overlays", t, s.path.stem, suffix=".png"), image, preds.maps[i],
                          gt_mask=preds.masks[i] if s.label else None)
