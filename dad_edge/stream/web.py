@@ -45,6 +45,7 @@ log = logging.getLogger("dad_edge.stream.web")
 JPEG_QUALITY = 80
 THUMBNAIL_WIDTH = 200
 CLIENT_TIMEOUT_S = 10.0  # a viewer whose socket takes nothing for this long is dropped
+MAX_VIDEO_FPS = 15.0  # frames a viewer gets per second at most: the encoding cost stays bounded at any line rate
 _WAIT_S = 1.0  # how often a waiting MJPEG response looks at the closing flag
 _BOUNDARY = "frame"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -53,8 +54,8 @@ _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 0; background: #111; color: #eee; }
 header { padding: 8px 16px; background: #222; } h1 { font-size: 18px; margin: 0; display: inline; }
 header span { color: #aaa; margin-left: 12px; }
-main { display: flex; flex-wrap: wrap; gap: 12px; padding: 12px; }
-#video { max-width: calc(100vw - 470px); min-width: 320px; height: auto; background: #000; image-rendering: auto; }
+main { display: flex; flex-wrap: wrap; gap: 12px; padding: 12px; align-items: flex-start; }
+#video { width: calc(100vw - 470px); min-width: 320px; max-width: 1280px; height: auto; background: #000; }
 iframe { width: 420px; height: calc(100vh - 80px); min-height: 520px; border: 0; }
 """
 _PANEL_STYLE = """
@@ -87,6 +88,7 @@ class LiveView:
         self._pending: Deque[Tuple[Any, List[List[int]]]] = deque(maxlen=thumbnails)  # anomalies to thumbnail
         self._thumbnails: Deque[Dict[str, Any]] = deque(maxlen=thumbnails)
         self.good = self.anomalous = 0
+        self.encoded = 0  # frames drawn and encoded for viewers: at most what they asked for, never every frame
         self.stats = None
         self.title = ""
         self.closed = False
@@ -149,6 +151,7 @@ class LiveView:
         with self._encode:
             if self._encoded[0] != sequence:
                 self._encoded = (sequence, _jpeg(annotate(result, boxes, self._snapshot()["fps"])))
+                self.encoded += 1
             return self._encoded
 
     def anomalies(self) -> List[Dict[str, Any]]:
@@ -268,11 +271,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        sequence = 0
+        sequence, sent = 0, 0.0
         while not self.view.closed:
+            time.sleep(max(0.0, sent + 1 / MAX_VIDEO_FPS - time.monotonic()))  # frames in between are skipped
             sequence, jpeg = self.view.frame(after=sequence, timeout=_WAIT_S)
             if jpeg is None:
                 continue
+            sent = time.monotonic()
             self.wfile.write(f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                              .encode() + jpeg + b"\r\n")
             self.wfile.flush()
