@@ -19,6 +19,7 @@ from anchors import AnchorDetector, EfficientADS, export_anchor_onnx
 from backends import Target
 
 CALIB_IMAGES = 64
+ONNX_INT8_CALIB_IMAGES = 16  # ONNX Runtime calibration is slow on a CPU, and speed does not depend on the ranges
 ENGINE_MAX_BATCH = 32
 
 
@@ -74,7 +75,7 @@ class Artifacts:
             from dad_edge.export.quantize import quantize_onnx
 
             path = self.root / f"{model}-int8.onnx"
-            quantize_onnx(self.onnx(model), path, self._calibration_folder(), max_images=CALIB_IMAGES)
+            quantize_onnx(self.onnx(model), path, self._calibration_folder(), max_images=ONNX_INT8_CALIB_IMAGES)
             self._files[key] = path
         return self._files[key]
 

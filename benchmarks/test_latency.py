@@ -16,6 +16,9 @@ on 2 cores) and the slow cases (paper on ONNX Runtime and fused torch, the ancho
 large batch) need --full. With
 --full on a GPU, batch 1 follows EfficientAD's protocol: 1000 warm-up calls, then 1000.
 
+test_ort_session_settings times compact at batch 1 on ONNX Runtime (fp32 and INT8 files) with
+each setting of onnxruntime_backend.SESSION changed in turn, side by side with the chosen ones.
+
 Every result goes to pytest-benchmark (its JSON with --benchmark-save / --benchmark-json)
 with extra_info: device and its name, precision, resolution, batch, library versions,
 p50/p99, images/s, FLOPs and bytes per image, achieved GFLOP/s and GB/s and their fraction
