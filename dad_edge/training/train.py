@@ -36,6 +36,7 @@ from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.build import build_model
 from dad_edge.data.synthetic import AnomalySynthesizer
+from dad_edge.training import distributed  # [#16 distributed]: torchrun / DDP, a no-op in one process
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch
 from dad_edge.training.ema import WeightAverage
 from dad_edge.training.options import TrainOptions
@@ -69,6 +70,8 @@ class Trainer:
         self.opts = opts.validate()
         self.out = Path(opts.out)
         self.device = resolve_device(opts.device)
+        self.ranks = distributed.setup(self.device)  # [#16 distributed]
+        self.device = self.ranks.device  # under torchrun on CUDA: cuda:LOCAL_RANK
         torch.manual_seed(opts.seed)
         category = open_category(opts.data)
         train_samples, val_samples = category.train_val_split(opts.val_fraction, opts.seed)
@@ -92,12 +95,14 @@ class Trainer:
         workers = resolve_workers(opts.workers, self.device)
         self.train = SyntheticBatches(self.train_images, [s.path.stem for s in train_samples], self.synth,
                                       self.recipe.batch_size, opts.seed, shuffle=True, workers=workers)
+        self.train = distributed.shard(self.train, self.ranks)  # [#16 distributed]
         # Validation sees the same synthetic anomalies every epoch (fixed seed).
         self.val = SyntheticBatches(self.val_images, [s.path.stem for s in val_samples], self.synth,
                                     self.recipe.batch_size, opts.seed + 1, shuffle=False, workers=workers)
         self.model = build_model(self.cfg).to(self.device)
         if self.recipe.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.step = distributed.step_model(self.model, self.ranks)  # [#16 distributed]
         self.base_lrs = (self.recipe.lr_unet, self.recipe.lr_seg)
         self.optimizer = torch.optim.Adam([
             {"params": self.model.unet.parameters(), "lr": self.base_lrs[0]},
@@ -134,7 +139,7 @@ class Trainer:
         t = torch.randint(0, self.cfg.num_timesteps, (x.shape[0],), generator=gen).to(self.device)
         noise = torch.randn(x.shape, generator=gen).to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            return self.model.noise_loss(x, t, noise)
+            return self.step("noise_loss", x, t, noise)  # [#16 distributed]
 
     def _loss(self, batch: TrainingBatch, gen: torch.Generator):
         if self.cfg.method == "recon":
@@ -144,7 +149,7 @@ class Trainer:
         noise_s = torch.randn(x.shape, generator=gen).to(self.device)
         noise_l = torch.randn(x.shape, generator=gen).to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            rec = self.model.reconstruct(x, t_s, t_l, noise_s, noise_l)
+            rec = self.step("reconstruct", x, t_s, t_l, noise_s, noise_l)  # [#16 distributed]
         clean = self.recipe.large_target == "clean"
         target_l = (clean_noise_target(noise_l, x, self._input(batch.clean), self.model.alphas_cumprod[t_l])
                     if clean else noise_l)
@@ -227,7 +232,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", noise=f"{float(terms.noise.detach()):.4f}",
                                 img_s=f"{seen / max(time.time() - start, 1e-9):.1f}")
                 start += self.maybe_snapshot(self.elapsed + time.time() - start)  # not training time
-                if budget is not None and self.elapsed + time.time() - start >= budget:
+                out_of_time = budget is not None and self.elapsed + time.time() - start >= budget
+                if self.ranks.agree(out_of_time):  # [#16 distributed]: every rank stops at the same step
                     stop = True
                     break
             bar.close()
@@ -250,6 +256,8 @@ class Trainer:
         return time.time() - t0
 
     def end_epoch(self, train_loss: float, images_per_s: float) -> None:
+        if not self.ranks.writes:  # [#16 distributed]: rank 0 validates and writes
+            return
         val = self.validate()
         self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val,
                              "images_per_s": images_per_s, "elapsed_s": self.elapsed})
@@ -286,6 +294,8 @@ class Trainer:
                    averaged: bool = True) -> None:
         """Write model.safetensors (or a snapshot) with thresholds from the held-out good images;
         `averaged`: with the EMA weights when EMA is on."""
+        if not self.ranks.writes:  # [#16 distributed]
+            return
         with self.evaluation_weights() if averaged else nullcontext(self.model):
             with Detector.from_module(self.model, color_order="RGB", batch_size=self.recipe.batch_size) as det:
                 thresholds = detector_thresholds(det, self.val_frames, self.opts.threshold_quantile)
@@ -358,7 +368,11 @@ class Trainer:
 
 def train(opts: TrainOptions) -> Path:
     """Train and return the path of the selected model.safetensors."""
-    return Trainer(opts).run()
+    trainer = Trainer(opts)
+    try:
+        return trainer.run()
+    finally:
+        trainer.ranks.close()  # [#16 distributed]
 
 
 def preview(opts: TrainOptions, n: int) -> List[Path]:

@@ -1,0 +1,142 @@
+"""Multi-process training with torch DistributedDataParallel, under torchrun (issue #16 part 4).
+
+    torchrun --nproc-per-node 4 -m dad_edge train --data my_part --out runs/p --minutes 30
+
+torchrun starts one process per GPU (or per CPU share) and sets RANK, WORLD_SIZE, LOCAL_RANK and the
+rendezvous address; `setup` reads them. Without torchrun (WORLD_SIZE unset or 1) every call here is a
+no-op and training runs exactly as before. What changes with N processes:
+
+- the process group: NCCL on CUDA (each rank on cuda:LOCAL_RANK), gloo on CPUs;
+- data: every rank draws the same shuffled order of the epoch (seed, epoch) and takes its own share of
+  its batches (RankBatches), so the ranks see different images and each batch is the recipe's size
+  (the effective batch is N times it); its synthetic anomalies are drawn with seed + rank, so two
+  ranks never make the same anomaly even where the shares wrap around a small data set;
+- gradients: the model's training calls go through DistributedDataParallel (StepModule), which
+  averages the gradients over the ranks during backward; rank 0's initial weights are broadcast;
+- stopping: a minutes budget is agreed on by all ranks each step (one all-reduce of a flag), so no
+  rank waits forever for one that stopped;
+- files: rank 0 alone validates, selects and writes model.safetensors / train_state.safetensors
+  (atomically, as single-process training does); `--resume` is read by every rank from the same file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dad_edge.errors import ConfigError
+from dad_edge.training.batches import SyntheticBatches
+
+
+@dataclass
+class Ranks:
+    """This process's place in the job; world 1 is plain single-process training."""
+
+    rank: int = 0
+    world: int = 1
+    device: Optional[torch.device] = None
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def writes(self) -> bool:
+        """Rank 0 validates and writes the run's files."""
+        return self.rank == 0
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on any (a budget that ran out on one rank stops all)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def close(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup(device: torch.device) -> Ranks:
+    """Join the torchrun job described by the environment; -> Ranks with the device this rank uses."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks(0, 1, device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"torchrun rank {rank} has LOCAL_RANK {local} but this machine has "
+                              f"{torch.cuda.device_count()} GPUs; use --nproc-per-node <= the number of GPUs")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(rank, world, device)
+
+
+class RankBatches(SyntheticBatches):
+    """SyntheticBatches sharded over the ranks: the same global order, this rank's share of its batches."""
+
+    def __init__(self, base: SyntheticBatches, ranks: Ranks):
+        super().__init__(base.images, base.stems, base.synth, base.batch_size, base.seed, base.shuffle, base.workers)
+        self.ranks = ranks
+
+    def __len__(self) -> int:
+        # Every rank takes the same number of steps (DDP's all-reduce needs all of them), at least one.
+        return max(1, super().__len__() // self.ranks.world)
+
+    def _sample(self, epoch: int, i: int):
+        rng = np.random.default_rng([self.seed + self.ranks.rank, epoch, i])  # seed + rank: anomalies of its own
+        return self.synth(self.images[i], rng, self.stems[i]) + (i,)
+
+    def _batches(self, epoch: int):
+        # The global batches, identical on every rank: SyntheticBatches._batches' order and cut, over
+        # its own batch count (len(self) here is this rank's).
+        n, size = len(self.images), self.batch_size
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        everything = [[int(i) for i in order[b * size:(b + 1) * size]] for b in range(SyntheticBatches.__len__(self))]
+        r, w = self.ranks.rank, self.ranks.world
+        # Batch r, r + w, ...; a data set with fewer batches than ranks wraps around.
+        return [everything[(r + k * w) % len(everything)] for k in range(len(self))]
+
+
+def shard(batches: SyntheticBatches, ranks: Ranks) -> SyntheticBatches:
+    return RankBatches(batches, ranks) if ranks.active else batches
+
+
+class StepModule(nn.Module):
+    """Routes the Trainer's training calls (model.reconstruct, model.noise_loss) through forward(), the one
+    entry where DistributedDataParallel arms its gradient all-reduce for the next backward."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, method: str, *args: Any):
+        return getattr(self.model, method)(*args)
+
+
+class _Direct:
+    """Single process: the same call, straight to the model."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, method: str, *args: Any):
+        return getattr(self.model, method)(*args)
+
+
+def step_model(model: nn.Module, ranks: Ranks):
+    """-> callable(method, *args): model.method(*args), under DDP when the job has several ranks."""
+    if not ranks.active:
+        return _Direct(model)
+    ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    # Unused parameters (the segmentation net under method recon) are looked for only there.
+    return nn.parallel.DistributedDataParallel(StepModule(model), device_ids=ids,
+                                               find_unused_parameters=getattr(model.cfg, "method", "") == "recon")
