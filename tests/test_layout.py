@@ -14,7 +14,7 @@ ROOTS = {"dad_edge": "dad_edge", "export": "dad_edge.export", "kernels": "dad_ed
 # The torch side of the runtime: everything else in these subpackages must load without torch.
 TORCH_MODULES = {"dad_edge.runtime.fused", "dad_edge.runtime.backends.torch_backend",
                  "dad_edge.runtime.backends.cuda_graphs"}
-LIGHT_PACKAGES = ("data", "artifacts", "stream", "runtime", "baselines", "report")
+LIGHT_PACKAGES = ("data", "artifacts", "stream", "runtime", "baselines", "report", "serving")
 
 
 def modules():
