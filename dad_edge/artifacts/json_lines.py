@@ -58,7 +58,8 @@ class JsonLinesWriter:
 
 
 def _drop_cut_tail(path: Path) -> None:
-    """Cut a file that does not end in a newline back to its last whole line."""
+    """End the file with a newline: a last line that is a whole record (written without its newline) is
+    kept, as the reader keeps it; a cut fragment is removed."""
     try:
         f = open(path, "r+b")
     except FileNotFoundError:
@@ -70,17 +71,36 @@ def _drop_cut_tail(path: Path) -> None:
         f.seek(end - 1)
         if f.read(1) == b"\n":
             return
-        pos = end
-        while pos > 0:  # back to the last newline, a block at a time
-            step = min(pos, 1 << 16)
-            f.seek(pos - step)
-            block = f.read(step)
-            nl = block.rfind(b"\n")
-            if nl >= 0:
-                f.truncate(pos - step + nl + 1)
-                return
-            pos -= step
-        f.truncate(0)
+        start = _last_line_start(f, end)
+        f.seek(start)
+        tail = f.read(end - start) if end - start <= MAX_LINE_BYTES else b""
+        if _record(tail) is not None:
+            f.seek(end)
+            f.write(b"\n")
+        else:
+            f.truncate(start)
+
+
+def _last_line_start(f, end: int) -> int:
+    """Offset just after the last newline before `end` (0 when there is none), read back a block at a time."""
+    pos = end
+    while pos > 0:
+        step = min(pos, 1 << 16)
+        f.seek(pos - step)
+        nl = f.read(step).rfind(b"\n")
+        if nl >= 0:
+            return pos - step + nl + 1
+        pos -= step
+    return 0
+
+
+def _record(line: bytes):
+    """The JSON object on `line`, or None."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 @dataclass
@@ -110,11 +130,8 @@ def iter_json_lines(path, tail: List[bool] = None) -> Iterator[Dict[str, Any]]:
             if not whole and len(line) > MAX_LINE_BYTES:
                 raise DataError(f"{path}, line {number}: longer than {MAX_LINE_BYTES} bytes; this is not a "
                                 "dad_edge events or results file, or it is damaged")
-            try:
-                record = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError):
-                record = None
-            if isinstance(record, dict):
+            record = _record(line)
+            if record is not None:
                 yield record
                 continue
             if not whole:  # the last line, cut short by a killed writer

@@ -27,9 +27,9 @@ from typing import Any, Dict, List, Optional
 import cv2
 import numpy as np
 
+from dad_edge.artifacts.atomic import remove_stale_temps, write_bytes_atomic
 from dad_edge.artifacts.json_lines import JsonLinesWriter
 from dad_edge.errors import ConfigError, DataError
-from dad_edge.data.imageio import write_image
 from dad_edge.runtime.regions import MAX_REGIONS, anomaly_regions, region_mask
 
 log = logging.getLogger("dad_edge.stream.runner")
@@ -153,14 +153,22 @@ class AnomalySaver:
     def __init__(self, folder):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.folder)  # what a killed run was writing
         self.saved = 0
 
     def save(self, result, annotated_bgr: np.ndarray) -> str:
-        stem = f"frame_{result.frame:08d}"  # the event's `source` names the file of image-folder frames
-        write_image(self.folder / f"{stem}.png", result.image)
-        ok, buf = cv2.imencode(".jpg", annotated_bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if ok:
-            (self.folder / f"{stem}_annotated.jpg").write_bytes(buf.tobytes())
+        # Named by frame index only (the event's `source` names the file of image-folder frames), and
+        # written atomically: a stream killed at any moment leaves whole images.
+        stem = f"frame_{result.frame:08d}"
+        image = result.image
+        if image.ndim == 3 and image.shape[2] == 3:
+            image = image[:, :, ::-1]  # RGB -> OpenCV's BGR
+        for name, bgr, params in ((f"{stem}.png", image, []),
+                                  (f"{stem}_annotated.jpg", annotated_bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])):
+            ok, buf = cv2.imencode(Path(name).suffix, np.ascontiguousarray(bgr), params)
+            if not ok:
+                raise DataError(f"{self.folder / name}: OpenCV could not encode this frame")
+            write_bytes_atomic(self.folder / name, buf.tobytes())
         self.saved += 1
         return f"{stem}.png"
 
