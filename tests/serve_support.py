@@ -1,0 +1,108 @@
+"""Helpers for the serving tests and benchmark: a real `dad-edge serve` subprocess on free loopback ports.
+
+The server runs in its own process group (start_new_session): PyTriton's tritonserver and Python
+stub are children of it, and killing the group is how a test makes the whole server vanish at once.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import pytest
+
+READY_TIMEOUT_S = 180  # a loaded 2-core machine: PyTriton copies tritonserver and starts the stub
+
+
+def require_serving() -> None:
+    """Skip the calling test module, with the reason, where the server or the client cannot run."""
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'dad_edge[serve]')")
+    pytest.importorskip("pytriton.triton", reason="nvidia-pytriton is not installed (pip install 'dad_edge[serve]')")
+    if int(np.__version__.split(".")[0]) >= 2:
+        pytest.skip(f"nvidia-pytriton 0.7 needs numpy<2 (here numpy {np.__version__}); pip install "
+                    "'dad_edge[serve]' resolves a matching numpy", allow_module_level=True)
+
+
+def free_ports(n: int) -> List[int]:
+    """n distinct ports free on 127.0.0.1 now (bound to port 0, read, released)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Server:
+    """`python -m dad_edge serve MODEL` on the given ports; .start() waits for its ready line."""
+
+    def __init__(self, model: Path, workdir: Path, http_port: int, grpc_port: int,
+                 metrics_port: Optional[int] = None, extra: tuple = ()):
+        self.model, self.workdir = model, workdir
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.extra = extra
+        self.proc: Optional[subprocess.Popen] = None
+        self.lines: List[str] = []
+        self.ready_s = 0.0
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://127.0.0.1:{self.grpc_port}/dad_edge"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dad_edge"
+
+    def start(self) -> "Server":
+        cmd = [sys.executable, "-m", "dad_edge", "serve", str(self.model), "--http-port", str(self.http_port),
+               "--grpc-port", str(self.grpc_port), *self.extra]
+        if self.metrics_port is not None:
+            cmd += ["--metrics-port", str(self.metrics_port)]
+        # TMPDIR: the server's workspace (a copy of tritonserver) lands in the test's folder, so a
+        # killed server leaves nothing behind elsewhere.
+        env = {**os.environ, "TMPDIR": str(self.workdir), "OMP_NUM_THREADS": "1"}
+        t0 = time.perf_counter()
+        self.lines = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                     start_new_session=True)
+        ready = threading.Event()
+
+        def read():
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip())
+                if line.startswith("serving "):
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(READY_TIMEOUT_S) or self.proc.poll() is not None:
+            self.kill()
+            raise AssertionError("dad-edge serve did not become ready:\n" + "\n".join(self.lines[-30:]))
+        self.ready_s = time.perf_counter() - t0
+        return self
+
+    def kill(self) -> None:
+        """The whole server gone at once (SIGKILL to its process group), its shared memory removed."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        if self.proc is not None:
+            for f in Path("/dev/shm").glob(f"*pytrtion{self.proc.pid}-*"):
+                f.unlink(missing_ok=True)
+
+    def terminate(self, timeout_s: float = 60) -> int:
+        """SIGTERM to the server process alone, as systemd or docker stop would; -> its exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            self.kill()
