@@ -234,7 +234,8 @@ def test_train_config_files_and_flags(setup, tmp_path, capsys):
     assert main(["train", "--config", str(json_file)]) == 0  # trains from the file alone
     capsys.readouterr()
     trained = read_metadata(tmp_path / "run" / "model.safetensors")["model"]
-    assert trained["unet"] == preset("tiny").to_dict()["unet"]  # the file's preset, not the default compact
+    tiny = json.loads(json.dumps(preset("tiny").to_dict()["unet"]))  # tuples as JSON lists
+    assert trained["unet"] == tiny  # the file's preset, not the default compact
     for content, message in (('{"epoch": 1}', "unknown option 'epoch'; did you mean 'epochs'"),
                              ('{"batch": 0}', "batch: 0 is not accepted"),
                              ('{"select": "best"}', "must be one of val, last"),
