@@ -67,7 +67,7 @@ def print_metrics(m) -> None:
         print(f"{name:12s}" + "".join(f"{_pct(r.get(k)):>13s}" for k in keys) + f"   {r.get('num_images')}")
     print(f"(percent; AU-PRO: {m.get('au_pro_definition')})")
     if m.get("image_level_only"):
-        print(f"image-level metrics only: {m['image_level_only']}")
+        print(m["image_level_only"])
     missing = m.get("images_without_masks") or {}
     if missing:
         where = ", ".join(f"{folder} ({n})" for folder, n in sorted(missing.items()))

@@ -91,7 +91,7 @@ def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int
         metrics["data"] = str(root.resolve())
     else:
         metrics["images_without_masks"] = {}
-        metrics["image_level_only"] = "the data has no masks: image-level metrics only, no pixel metrics"
+        metrics["image_level_only"] = "no masks (--good/--bad folders): image-level metrics only, no pixel metrics"
         metrics["data"] = str(category)
     metrics["image_size"] = detector.config.image_size
     if out_dir is not None:
