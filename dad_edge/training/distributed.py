@@ -137,6 +137,9 @@ def step_model(model: nn.Module, ranks: Ranks):
     if not ranks.active:
         return _Direct(model)
     ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    # No buffer broadcast: it is a collective inside forward(), and rank 0 alone runs the validation
+    # forwards (a broadcast there would wait for ranks that are not validating). The buffers are the
+    # fixed noise and schedule, equal on every rank, and BatchNorm statistics: rank 0's are saved.
     # Unused parameters (the segmentation net under method recon) are looked for only there.
-    return nn.parallel.DistributedDataParallel(StepModule(model), device_ids=ids,
+    return nn.parallel.DistributedDataParallel(StepModule(model), device_ids=ids, broadcast_buffers=False,
                                                find_unused_parameters=getattr(model.cfg, "method", "") == "recon")
