@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -189,6 +190,8 @@ def serve(options: ServeOptions, ready=print) -> int:
 
     if options.max_batch < 1:
         raise ConfigError(f"--max-batch {options.max_batch} must be >= 1")
+    if not re.match(r"^[A-Za-z0-9_.-]+$", options.name):
+        raise ConfigError(f"--name {options.name!r}: a Triton model name takes letters, digits, '_', '.' and '-'")
     triton_module = _import_pytriton()
     check_ports(options)
     t0 = time.perf_counter()
