@@ -71,7 +71,7 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     topic = unquote(parts.path[1:])
     if not parts.hostname or not topic:
         raise ConfigError(f"--mqtt {shown}: expected {_FORM}, with a host and a topic")
-    if "+" in topic or "#" in topic or "\0" in topic or parts.query or parts.fragment:
+    if "+" in topic or "#" in url or "\0" in topic or "?" in url:  # urlsplit reads # and ? as URL parts
         raise ConfigError(f"--mqtt {shown}: a topic to publish to has no wildcard (+, #), query or fragment")
     return MqttTarget(parts.hostname, port, topic, parts.scheme == "mqtts")
 
