@@ -91,6 +91,14 @@ def test_remote_detector_gives_the_local_results(server, local, images, scheme):
         assert abs(remote(frame).score - local(frame).score) <= TOL
 
 
+def test_a_remote_detector_never_imports_torch(server):
+    script = ("import sys, numpy as np, dad_edge\n"
+              f"r = dad_edge.Detector({server.grpc_url!r})(np.zeros((30, 40, 3), np.uint8))\n"
+              "print(r.score >= 0, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["True", "False"], proc.stderr[-2000:]
+
+
 def test_concurrent_clients_get_their_own_answers(server, local, images):
     """8 threads, each with its own Detector and its own images, several rounds: Triton batches their
     requests together (its metrics show fewer executions than requests), and no answer crosses over."""
