@@ -2,8 +2,9 @@
 
 The new content goes to a temporary file beside the target, `.NAME.PID.XXXXXXXX.tmp`, which is
 fsynced and renamed over NAME. A process killed mid-write leaves that temporary file behind (and
-NAME untouched); the PID in its name lets the next writer, or remove_stale_temps(), tell it from
-the temporary file of a writer that is still running.
+NAME untouched); the PID in its name lets remove_stale_temps(), which a writer of a folder calls
+when it starts (training, the stream's anomaly folder), tell it from the temporary file of a
+writer that is still running.
 
 A write that fails (full disk, file-size limit, read-only folder) raises OutputError naming the
 file, and leaves the previous version in place.
@@ -35,7 +36,6 @@ def atomic_path(path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         mode = _final_mode(path)
-        remove_stale_temps(path.parent, path.name)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise write_error(path, exc) from None
