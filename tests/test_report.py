@@ -6,7 +6,6 @@ import io
 import json
 import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 import cv2
 import numpy as np
