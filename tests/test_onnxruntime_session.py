@@ -26,14 +26,15 @@ def test_settings_reach_the_session_and_change_no_number(onnx_file):
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert options.intra_op_num_threads == SESSION["intra_op_num_threads"]
     assert options.enable_cpu_mem_arena is SESSION["enable_cpu_mem_arena"]
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # SESSION's choice
     other = {"graph_optimization_level": "basic", "intra_op_num_threads": 1, "enable_cpu_mem_arena": False,
-             "execution_mode": "parallel", "allow_spinning": False}
+             "execution_mode": "parallel", "allow_spinning": True}
     tuned = OnnxRuntimeBackend(onnx_file, device="cpu", session=other)
     options = tuned.session.get_session_options()
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert options.intra_op_num_threads == 1 and options.enable_cpu_mem_arena is False
     assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     (m0, s0), (m1, s1) = default.infer(x), tuned.infer(x)
     assert np.abs(m0 - m1).max() < 1e-5 and np.abs(s0 - s1).max() < 1e-5 and np.ptp(s0) > 0
 
