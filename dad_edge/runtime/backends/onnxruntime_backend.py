@@ -26,7 +26,8 @@ SESSION: Dict[str, Any] = {
     "execution_mode": "sequential",  # "parallel" runs independent branches at once (inter-op threads)
     # Idle intra-op threads sleep instead of spinning (ORT's default): on a CPU shared with other
     # work (camera capture, the stream's threads, other jobs) spinning threads burn the time slices
-    # the model needs; 0.48x the INT8 and 0.94x the fp32 latency on the shared 2-core VM.
+    # the model needs. Spinning cost 1.12x (INT8) and 1.06x (fp32) at batch 1 on the shared 2-core
+    # VM (benchmarks/README.md, "CPU INT8 and OpenVINO").
     "allow_spinning": False,
 }
 OPTIMIZATION_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
