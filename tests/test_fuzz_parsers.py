@@ -452,3 +452,10 @@ def test_appending_keeps_what_the_reader_read(tmp_path, content, kept):
     w.write({"next": 2})
     w.close()
     assert read_json_lines(path).records == kept + [{"next": 2}]  # was: a whole last record dropped on append
+
+
+def test_infinite_smoothing_sigma_is_a_config_error():
+    from dad_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="smoothing_sigma=inf"):  # was accepted (found by the long fuzz run)
+        preset("tiny", smoothing_sigma=float("inf"))

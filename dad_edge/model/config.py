@@ -129,7 +129,7 @@ class ModelConfig:
              f"t_small={self.t_small}, t_large={self.t_large} need 0 <= t_small < t_large < num_timesteps"),
             (self.guidance_w >= 0, f"guidance_w={self.guidance_w} must be >= 0"),
             (1 <= self.top_k <= self.image_size ** 2, f"top_k={self.top_k} must be in [1, image_size**2]"),
-            (self.smoothing_sigma >= 0, f"smoothing_sigma={self.smoothing_sigma} must be >= 0"),
+            (0 <= self.smoothing_sigma < float("inf"), f"smoothing_sigma={self.smoothing_sigma} must be a number >= 0"),
             (0 <= self.noise_seed < 2 ** 63, f"noise_seed={self.noise_seed} must be a non-negative 63-bit integer"),
             (self.denoiser in DENOISERS, f"denoiser={self.denoiser!r} must be one of {DENOISERS}"),
         ]
