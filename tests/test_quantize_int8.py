@@ -1,7 +1,6 @@
 """INT8 ONNX (export/quantize.py): QDQ around the networks' layers only, loads in the Detector,
 scores that follow fp32, clear errors for a bad calibration folder."""
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import onnx
