@@ -31,8 +31,8 @@ def add_train(sub) -> None:
     p.add_argument("--recon-score", help="recon: image score, topk (default: mean of the top-k map values, as "
                                          "DiffusionAD; small defects count) | mean (the whole map)")
     p.add_argument("--seg-stride", type=int, choices=(1, 2, 4),
-                   help="the segmentation net reads its input pooled by this factor (default 1: full resolution; "
-                        "2: about 4x less work in that net, a 2x coarser map)")
+                   help="the segmentation net reads its input pooled by this factor (1: full resolution; 2: about "
+                        "4x less work in that net, a 2x coarser map; default: the recipe's, 2 on a CPU, 1 on CUDA)")
     p.add_argument("--smoothing-sigma", type=float,
                    help="Gaussian smoothing of the anomaly map before scoring, in pixels (default: the preset's, off)")
     p.add_argument("--preview", type=positive_int, metavar="N",
@@ -47,14 +47,12 @@ def train_options(args):
     overrides = {} if args.smoothing_sigma is None else {"smoothing_sigma": args.smoothing_sigma}
     if args.backbone is not None:
         overrides["backbone"] = args.backbone  # preset(): the preset's variant with that backbone
-    if getattr(args, "seg_stride", None) is not None:
-        overrides["seg_stride"] = args.seg_stride
     recon = {k: v for k, v in (("t", args.recon_t), ("steps", args.recon_steps), ("error", args.recon_error),
                                ("image_score", args.recon_score)) if v is not None}
     if args.method is not None or recon:  # preset(): settings without --method recon are an error there
         overrides.update(method=args.method or "diffusionad", recon=recon or None)
     return TrainOptions(**training_kwargs(args), preset=args.preset, image_size=args.image_size,
-                        channels=args.channels, model_overrides=overrides)
+                        channels=args.channels, seg_stride=args.seg_stride, model_overrides=overrides)
 
 
 def cmd_train(args) -> int:

@@ -138,6 +138,7 @@ def student_overrides(teacher_cfg: ModelConfig, image_size: int, single_pass: bo
     changes = {name: getattr(teacher_cfg, name) for name in INHERITED_FIELDS}
     changes["top_k"] = scaled_top_k(teacher_cfg.top_k, teacher_cfg.image_size, image_size)
     changes["denoiser"] = "single_pass" if single_pass else "two_pass"
+    changes["seg_stride"] = teacher_cfg.seg.stride  # the teacher's map resolution, not the device's recipe
     return changes
 
 

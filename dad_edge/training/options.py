@@ -30,6 +30,7 @@ class TrainOptions:
     ema_decay: Optional[float] = None  # 0: off
     channels_last: Optional[bool] = None
     large_target: Optional[str] = None  # "noise" | "clean" (training/recipe.py LARGE_TARGETS)
+    seg_stride: Optional[int] = None  # the segmentation net's input pooling (SegConfig.stride); None: the recipe's
     seed: int = 0
     val_fraction: float = 0.1
     select: str = "val"  # "val": lowest validation loss; "last": the last epoch
@@ -84,7 +85,7 @@ class TrainOptions:
         """The recon method trains a plain DDPM on the good images: options of the synthetic anomalies and
         of the segmentation net would do nothing, so they are refused rather than ignored."""
         for name, default in (("texture_dir", None), ("foreground", None), ("anomaly_prob", 0.5), ("band_prob", 0.0),
-                              ("lr_seg", None), ("large_target", None)):
+                              ("lr_seg", None), ("large_target", None), ("seg_stride", None)):
             if getattr(self, name) != default:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} does not apply to --method recon "
                                   "(a plain DDPM on the good images: no synthetic anomalies, no segmentation net); "
@@ -97,12 +98,17 @@ class TrainOptions:
             self.preset, preset(self.preset).image_size, device_type, data_side, num_images, image_size=self.image_size,
             batch_size=self.batch_size, lr_unet=self.lr_unet, lr_seg=self.lr_seg, lr_schedule=self.lr_schedule,
             warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last,
-            large_target=self.large_target)
+            large_target=self.large_target, seg_stride=self.seg_stride)
 
-    def model_config(self, channels: int, image_size: Optional[int] = None) -> ModelConfig:
+    def model_config(self, channels: int, image_size: Optional[int] = None,
+                     seg_stride: Optional[int] = None) -> ModelConfig:
+        """The preset with the overrides; image_size and seg_stride (the recipe's) where no override sets them."""
         changes = dict(self.model_overrides)
         changes["channels"] = channels
         size = image_size or self.image_size
         if size is not None and "image_size" not in changes:
             changes["image_size"] = size
+        stride = seg_stride or self.seg_stride
+        if stride is not None and "seg_stride" not in changes and changes.get("method", "diffusionad") != "recon":
+            changes["seg_stride"] = stride  # a recon model has no segmentation net to pool for
         return preset(self.preset, **changes)

@@ -13,10 +13,11 @@ recipe is recorded in the checkpoint (`training.recipe`), so a run says how it w
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Optional
 
 from dad_edge.errors import ConfigError
+from dad_edge.model.config import SEG_STRIDES
 
 LR_SCHEDULES = ("cosine", "constant")
 # What the large-scale U-Net pass learns on an anomalous sample (normal samples: the drawn noise).
@@ -40,12 +41,18 @@ class Recipe:
     ema_decay: float  # exponential moving average of the weights for validation and the saved model; 0 = off
     channels_last: bool  # NHWC activations: faster convolutions with oneDNN on the CPU
     large_target: str = "noise"  # one of LARGE_TARGETS
+    # The segmentation net reads its input pooled by this factor (SegConfig.stride). 2 on a CPU:
+    # full-resolution layers with few channels are memory-bound there, and a step is 1.42x faster
+    # (benchmarks/profile_train_step.py) at the same or better AUROC per epoch on magnetic tile
+    # (benchmarks/README.md, session 6). 1 on CUDA and for the paper presets: not measured there.
+    seg_stride: int = 1
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
 SIZE_STEP = 32  # every preset's networks take multiples of 32
+CPU_SEG_STRIDE = 2  # Recipe.seg_stride of the compact / tiny presets on a CPU
 
 
 SMALL_DATA = 256  # fewer training images than this: batches of 8, for twice the optimizer steps
@@ -64,12 +71,12 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
     if preset_name in ("paper", "paper-dit"):
         # 131.7 M + 28.4 M parameters: the paper's rates are the stable ones at this width.
         # The paper's objective too (noise target on normal samples only): a reproduction stays one.
-        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise")
+        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise", 1)
     if device_type == "cpu":
         # 128x128 is what a 2-core CPU trains for enough epochs in half an hour (4x fewer pixels than 256).
         size = min(preset_size, 128)
-        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean")
-    return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean")
+        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE)
+    return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1)
 
 
 def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_side: Optional[int] = None,
@@ -77,15 +84,26 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
                    batch_size: Optional[int] = None, lr_unet: Optional[float] = None,
                    lr_seg: Optional[float] = None, lr_schedule: Optional[str] = None,
                    warmup_fraction: Optional[float] = None, ema_decay: Optional[float] = None,
-                   channels_last: Optional[bool] = None, large_target: Optional[str] = None) -> Recipe:
+                   channels_last: Optional[bool] = None, large_target: Optional[str] = None,
+                   seg_stride: Optional[int] = None) -> Recipe:
     """The default recipe with every option the user set (not None) taking its place, validated."""
     base = default_recipe(preset_name, preset_size, device_type, data_side, num_images)
     given = dict(image_size=image_size, batch_size=batch_size, lr_unet=lr_unet, lr_seg=lr_seg,
                  lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, ema_decay=ema_decay,
-                 channels_last=channels_last, large_target=large_target)
+                 channels_last=channels_last, large_target=large_target, seg_stride=seg_stride)
     recipe = Recipe(**{k: (getattr(base, k) if v is None else v) for k, v in given.items()})
+    if seg_stride is None and not seg_stride_fits(preset_name, recipe.image_size, recipe.seg_stride):
+        recipe = replace(recipe, seg_stride=1)  # e.g. 96 px: the pooled input would not halve 5 times
     validate_recipe(recipe)
     return recipe
+
+
+def seg_stride_fits(preset_name: str, image_size: int, stride: int) -> bool:
+    """Whether the preset's segmentation net can read an image_size input pooled by `stride`."""
+    from dad_edge.model.config import PRESETS
+
+    seg = PRESETS[preset_name].seg if preset_name in PRESETS else None
+    return seg is None or image_size % (stride * 2 ** (len(seg.widths) - 1)) == 0
 
 
 def validate_recipe(r: Recipe) -> None:
@@ -95,6 +113,7 @@ def validate_recipe(r: Recipe) -> None:
         (r.lr_schedule in LR_SCHEDULES, f"lr_schedule={r.lr_schedule!r} must be one of {LR_SCHEDULES}"),
         (0 <= r.warmup_fraction < 1, f"warmup_fraction={r.warmup_fraction} must be in [0, 1)"),
         (r.large_target in LARGE_TARGETS, f"large_target={r.large_target!r} must be one of {LARGE_TARGETS}"),
+        (r.seg_stride in SEG_STRIDES, f"seg_stride={r.seg_stride} must be one of {SEG_STRIDES}"),
         (r.ema_decay == 0 or 0.5 <= r.ema_decay < 1, f"ema_decay={r.ema_decay} must be 0 (off) or in [0.5, 1)"),
     ]
     for ok, message in checks:

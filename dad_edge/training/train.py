@@ -80,7 +80,7 @@ class Trainer:
                             "needs at least 2 good images (part is held out to select the model and set thresholds)")
         channels = opts.channels or detect_channels(train_samples)
         self.recipe = opts.recipe(self.device.type, typical_side(train_samples), len(train_samples))
-        self.cfg = opts.model_config(channels, self.recipe.image_size)
+        self.cfg = opts.model_config(channels, self.recipe.image_size, self.recipe.seg_stride)
         size = self.cfg.image_size
         recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
         self.synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
@@ -381,7 +381,7 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
     samples, _ = category.train_val_split(opts.val_fraction, opts.seed)
     channels = opts.channels or detect_channels(samples)
     recipe = opts.recipe(resolve_device(opts.device).type, typical_side(samples), len(samples))
-    cfg = opts.model_config(channels, recipe.image_size)
+    cfg = opts.model_config(channels, recipe.image_size, recipe.seg_stride)
     if cfg.method == "recon":
         raise ConfigError("--preview shows synthetic anomalies; the recon method trains on the good images alone")
     synth = AnomalySynthesizer(cfg.image_size, channels, texture_dir=opts.texture_dir,
