@@ -34,8 +34,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; } tr.all td { fo
 .charts { display: flex; flex-wrap: wrap; gap: 12px; } figure { margin: 0; }
 figcaption { font-size: 13px; color: #555; }
 .cases { display: flex; flex-wrap: wrap; gap: 14px; }
-.case { width: 354px; padding: 6px; border: 1px solid #e4e4e4; border-radius: 4px; }
-.case img { width: 112px; height: auto; image-rendering: pixelated; border: 1px solid #ccc; margin-right: 2px; }
+.case { width: 338px; padding: 6px; border: 1px solid #e4e4e4; border-radius: 4px; }
+.case img { width: 106px; height: auto; image-rendering: pixelated; border: 1px solid #ccc; margin-right: 2px; }
 .case .text { font-size: 12px; overflow-wrap: anywhere; }
 .flag { color: #b30000; font-weight: 600; }
 """
@@ -132,8 +132,8 @@ def render(preds, metrics: Dict[str, object], thresholds=None, title: str = "", 
     n_bad = int(labels.sum())
     meta = (f"{html.escape(str(metrics.get('data', '')))} &middot; {labels.size} test images "
             f"({labels.size - n_bad} good, {n_bad} defective) at {metrics.get('image_size')} px &middot; "
-            f"model thresholds: image {image_t if image_t is not None else 'none'}, "
-            f"pixel {pixel_t if pixel_t is not None else 'none'}")
+            f"model thresholds: image {'none' if image_t is None else f'{image_t:.4g}'}, "
+            f"pixel {'none' if pixel_t is None else f'{pixel_t:.4g}'}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Inspection report: {html.escape(title)}</title><style>{_STYLE}</style></head>
