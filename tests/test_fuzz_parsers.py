@@ -9,11 +9,13 @@ reach the checks behind the first. The longer run is benchmarks/fuzz_parsers.py
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import io
 import json
 import math
 import os
+import shutil
 import struct
 import tempfile
 import tracemalloc
@@ -37,6 +39,7 @@ EXAMPLES = int(os.environ.get("DAD_EDGE_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize="DAD_EDGE_FUZZ_EXAMPLES" not in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 WORK = Path(tempfile.mkdtemp(prefix="dad_edge_fuzz_"))  # one file per parser, rewritten by each example
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 
 # JSON values: every type, nested; keys and strings that look like ours now and then.
 KEYS = st.sampled_from(["format", "format_version", "kind", "model", "thresholds", "preprocessing", "export",
