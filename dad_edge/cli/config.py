@@ -140,6 +140,6 @@ def resolve_config(args: argparse.Namespace) -> bool:
         print("\n".join(lines))
         return True
     missing = ["--" + dest.replace("_", "-") for dest in args.config_required if getattr(args, dest) is None]
-    if missing:
-        raise ConfigError(f"{' and '.join(missing)} required: give them as flags or in --config FILE")
+    if missing:  # argparse's own message and exit code 2, as when the options were required
+        parser.error(f"the following arguments are required: {', '.join(missing)} (as flags or in --config FILE)")
     return False
