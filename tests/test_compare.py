@@ -19,6 +19,7 @@ from dad_edge.model.config import preset
 from dad_edge.model.info import model_info
 from dad_edge.training.compare_report import CLASSICAL_COLOUR, MODEL_COLOUR, bar_chart
 from dad_edge.training.evaluate import evaluate_model
+from dad_edge.training.recipe import resolve_recipe
 
 METHODS = ["diffusionad", "recon", "dit", "iforest", "ocsvm", "copod"]
 TINY = ["--epochs", "1", "--preset", "tiny", "--image-size", "32"]
@@ -107,7 +108,9 @@ def test_test_sets_are_the_normal_class_against_the_capped_others(digits):
 def test_params_and_gflops_are_the_networks_and_the_baselines_stored_numbers(digits):
     _, _, report = digits
     rows = {r["method"]: r for r in report["rows"]}
-    for method, name, overrides in (("diffusionad", "tiny", {}), ("dit", "tiny-dit", {}),
+    stride = resolve_recipe("tiny", 32, "cpu", image_size=32).seg_stride  # the CPU recipe's segmentation input
+    for method, name, overrides in (("diffusionad", "tiny", {"seg_stride": stride}),
+                                    ("dit", "tiny-dit", {"seg_stride": stride}),
                                     ("recon", "tiny", {"method": "recon"})):
         info = model_info(preset(name, channels=1, image_size=32, **overrides))
         assert rows[method]["params M"] == info["params"] / 1e6
