@@ -216,7 +216,7 @@ def test_device_and_precision_are_never_silently_changed(rgb):
     with pytest.raises(BackendError, match="half"):
         Detector(ckpt, device="cpu", half=True)
     with pytest.raises(BackendError, match="unknown backend"):
-        Detector(onnx_path, backend="openvino")
+        Detector(onnx_path, backend="coreml")  # (openvino is a backend now)
     with pytest.raises(ConfigError):
         Detector(onnx_path, color_order="BRG")
     det = Detector(onnx_path)

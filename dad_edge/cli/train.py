@@ -42,8 +42,11 @@ def add_train(sub) -> None:
 
 
 def train_options(args):
+    from dad_edge.cli.config import Unset
     from dad_edge.training.train import TrainOptions
 
+    if any(isinstance(v, Unset) for v in vars(args).values()):  # parsed but not yet resolved (--config)
+        resolve_config(args)
     overrides = {} if args.smoothing_sigma is None else {"smoothing_sigma": args.smoothing_sigma}
     if args.backbone is not None:
         overrides["backbone"] = args.backbone  # preset(): the preset's variant with that backbone
