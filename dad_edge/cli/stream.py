@@ -33,7 +33,12 @@ def add_command(sub) -> None:
     p.add_argument("--source", required=True,
                    help="camera index (0), csi://N (Jetson), rtsp:// or http:// URL, video file, folder or glob")
     add_batch_argument(p, 1, "frames per inference call (1: lowest latency)")
-    p.add_argument("--out", type=Path, metavar="VIDEO", help="write the annotated frames to this video (.mp4, .avi)")
+    p.add_argument("--out", type=Path, metavar="VIDEO",
+                   help="write the annotated frames to this video (.mkv, .avi, .mp4, .m4v, .mov; after a kill "
+                        ".mkv and .avi play up to their last 256 KiB or so, an .mp4 not at all)")
+    p.add_argument("--video-segment-s", type=finite_float, metavar="S",
+                   help="--out in segments of S seconds of video (VIDEO.000001.mkv, ...), each closed and whole "
+                        "when the next starts: a kill loses the one being recorded at most")
     p.add_argument("--save-anomalies", type=Path, metavar="DIR", help="save anomalous frames (PNG + annotated JPEG)")
     p.add_argument("--events", type=Path, metavar="FILE", help="append one JSON line per frame to FILE")
     p.add_argument("--only-anomalies", action="store_true", help="--events: anomalous frames only")
@@ -62,6 +67,10 @@ def add_command(sub) -> None:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
+    if args.video_segment_s is not None and args.out is None:
+        from dad_edge.errors import ConfigError
+
+        raise ConfigError("--video-segment-s splits the --out video into segments: give --out VIDEO.mkv too")
     # The live view and the MQTT target first: a taken port or a bad URL fails before anything opens.
     web = mqtt = None
     try:
@@ -103,7 +112,8 @@ def _run(args: argparse.Namespace, web, mqtt) -> int:
         log.info("%s on %s", det, source)
         outputs = StreamOutputs(video=args.out, anomalies=args.save_anomalies, events=args.events,
                                 only_anomalies=args.only_anomalies, display=not args.no_display,
-                                fps=source.fps, image_threshold=det.thresholds.image)
+                                fps=source.fps, image_threshold=det.thresholds.image,
+                                video_segment_s=args.video_segment_s)
         run = outputs.events.run if outputs.events else new_run_id()  # MQTT lines say the same run
         if web is not None:
             web.attach(stream.stats, f"{args.model} on {source.name}")

@@ -29,13 +29,12 @@ import numpy as np
 
 from dad_edge.artifacts.atomic import remove_stale_temps, write_bytes_atomic
 from dad_edge.artifacts.json_lines import JsonLinesWriter
-from dad_edge.errors import ConfigError, DataError
+from dad_edge.errors import DataError
 from dad_edge.runtime.regions import MAX_REGIONS, anomaly_regions, region_mask
+from dad_edge.stream.video import DEFAULT_FPS, VIDEO_CODECS, VideoOutput  # noqa: F401 (the video: stream/video.py)
 
 log = logging.getLogger("dad_edge.stream.runner")
 
-VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
-DEFAULT_FPS = 25.0  # for sources that do not report a frame rate (most cameras and streams)
 MAX_BOXES = MAX_REGIONS  # the largest regions of a frame; a noisy map must not make every line kilobytes
 _RED = (255, 40, 40)  # RGB
 
@@ -73,42 +72,6 @@ def annotate(result, boxes: List[List[int]], fps: Optional[float] = None) -> np.
     cv2.putText(canvas, status, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
     cv2.putText(canvas, status, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
-
-
-class VideoOutput:
-    """An annotated video file; opened at the first frame (its size fixes the video's size)."""
-
-    def __init__(self, path, fps: Optional[float] = None):
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_CODECS:
-            raise ConfigError(f"{self.path}: cannot tell the video format from {suffix or 'no suffix'!r}; "
-                              f"use one of {', '.join(VIDEO_CODECS)}")
-        self.fourcc = VIDEO_CODECS[suffix]
-        self.fps = fps or DEFAULT_FPS
-        self.size = None  # (w, h)
-        self.writer: Optional[cv2.VideoWriter] = None
-        self.frames = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, bgr: np.ndarray) -> None:
-        if self.writer is None:
-            self.size = (bgr.shape[1], bgr.shape[0])
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size)
-            if not self.writer.isOpened():
-                self.writer = None
-                raise DataError(f"{self.path}: OpenCV cannot write {self.fourcc} video here; check the folder "
-                                f"is writable, or try --out with .avi (MJPG)")
-        if (bgr.shape[1], bgr.shape[0]) != self.size:  # image folders may mix sizes
-            bgr = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(bgr)
-        self.frames += 1
-
-    def close(self) -> None:
-        """Release: this writes the container's index, without which the video does not play."""
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
 
 
 _LOG_NUMBERS = count()  # tells apart two logs opened in the same second by one process
@@ -206,10 +169,11 @@ class Display:
 class StreamOutputs:
     """Everything a stream writes, from one call per result; close() flushes and closes all of it.
 
-    video: annotated video file; anomalies: folder for anomalous frames; events: JSONL file;
-    only_anomalies: events for anomalous frames only; display: show a window (when OpenCV can);
-    fps: of the video file (default: DEFAULT_FPS); image_threshold: boxes for models calibrated
-    without a pixel threshold (see the module doc).
+    video: annotated video file (in segments of video_segment_s seconds when given: stream/video.py);
+    anomalies: folder for anomalous frames; events: JSONL file; only_anomalies: events for anomalous
+    frames only; display: show a window (when OpenCV can); fps: of the video file (default:
+    DEFAULT_FPS); image_threshold: boxes for models calibrated without a pixel threshold (see the
+    module doc).
 
     Drawing and encoding cost as much as a small model's inference, so the files are written
     on a worker thread (background=True): it overlaps the next frame's inference, and on a GPU
@@ -220,8 +184,8 @@ class StreamOutputs:
 
     def __init__(self, video=None, anomalies=None, events=None, only_anomalies: bool = False,
                  display: bool = False, fps: Optional[float] = None, image_threshold: Optional[float] = None,
-                 background: bool = True, queue_size: int = 8):
-        self.video = VideoOutput(video, fps) if video else None
+                 background: bool = True, queue_size: int = 8, video_segment_s: Optional[float] = None):
+        self.video = VideoOutput(video, fps, segment_s=video_segment_s) if video else None
         self.saver = AnomalySaver(anomalies) if anomalies else None
         self.events = EventLog(events) if events else None
         self.only_anomalies = only_anomalies
