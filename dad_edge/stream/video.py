@@ -8,7 +8,7 @@ A file is recorded under a name that says it is unfinished, `<stem>.partial<suff
 `<stem>.NNNNNN.partial<suffix>`), and renamed to its final name once closed (fsynced first, as the
 atomic writes of dad_edge/artifacts/atomic.py): a file with its final name is complete. What a kill
 leaves of the file being recorded depends on the container (measured with OpenCV 5.1 and its FFmpeg,
-tests/test_video_kill.py and benchmarks/video_kill.py):
+tests/test_video_kill.py, benchmarks/stream_soak.py):
 
 - .mkv (Matroska, mp4v): readable up to the last block FFmpeg handed to the system, all but the last
   256 KiB or so of video: about 1 s at 640x480, under 1 s at 720p. The default choice for a recorder.
@@ -149,9 +149,12 @@ class VideoOutput:
         if self.segment_frames:
             index = self._next_index
             self._next_index += 1
-            self.recording = self._segment_name(index, partial=True)
+            self.recording, final = self._segment_name(index, partial=True), self._segment_name(index, partial=False)
         else:
-            self.recording = self._single_partial()
+            self.recording, final = self._single_partial(), self.path
+        if final.is_dir():  # found now rather than after a whole recording
+            self.recording = None
+            raise DataError(f"{final}: cannot write the video there, it is a folder; give --out a file name")
         self.writer = cv2.VideoWriter(str(self.recording), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size)
         if not self.writer.isOpened():
             self.writer = None
