@@ -8,7 +8,9 @@
    connection every --drop-every frames: drops vs reconnects, frames scored / dropped (a live
    source drops the oldest frame when inference is slower than the camera), RSS as above.
 3. --kills times: `dad-edge stream` on a file, SIGTERM or SIGKILL (alternating) at a random moment;
-   every events file must read back with our reader and every saved image decode.
+   every events file must read back with our reader and every saved image decode, and the annotated
+   video (.mkv in 2 s segments) play: every frame after SIGTERM, every finished segment after SIGKILL
+   (the frames the killed segment still gives are counted).
 Frames/s and p50 latency are printed per sample window: stable means no trend over the run.
 """
 from __future__ import annotations
@@ -41,6 +43,32 @@ def windows(report, n: int = 5) -> str:
     return "  ".join(f"@{f}: {fps:.0f} fps, p50 {p50:.1f} ms" for f, _, fps, p50, _ in picks)
 
 
+SEGMENT_S = 2.0  # of the annotated video in the kill runs
+
+
+def video_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+def check_video(out: Path, events: int, sig, fps: float):
+    """(ok, a line): SIGTERM: the segments hold every frame the events list; SIGKILL: every finished segment
+    is whole, and the killed one gives what reached the disk."""
+    per = round(SEGMENT_S * fps)
+    finished = sorted(out.glob("annotated.[0-9][0-9][0-9][0-9][0-9][0-9].mkv"))
+    partial = sorted(out.glob("annotated.*.partial.mkv"))
+    counts, tail = [video_frames(p) for p in finished], sum(video_frames(p) for p in partial)
+    if sig == signal.SIGTERM:
+        ok = not partial and sum(counts) == events and all(c == per for c in counts[:-1])
+    else:
+        ok = all(c == per for c in counts) and sum(counts) + tail <= events
+    return ok, (f"video {sum(counts) + tail} frames: {len(finished)} whole segments"
+                + (f" + {tail} from the killed one ({len(partial)} file)" if partial else ""))
+
+
 def kills(model: Path, video: Path, tmp: Path, n: int, seed: int) -> str:
     rng = random.Random(seed)
     readable = cut_tails = 0
@@ -49,24 +77,29 @@ def kills(model: Path, video: Path, tmp: Path, n: int, seed: int) -> str:
         out = tmp / f"kill{i}"
         proc = subprocess.Popen([sys.executable, "-m", "dad_edge", "stream", str(model), "--source", str(video),
                                  "--no-display", "--events", str(out / "events.jsonl"), "--save-anomalies",
-                                 str(out / "anomalies")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 str(out / "anomalies"), "--out", str(out / "annotated.mkv"),
+                                 "--video-segment-s", str(SEGMENT_S)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while not (out / "events.jsonl").is_file() and proc.poll() is None:
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 3.0))
         proc.send_signal(sig)
         proc.wait()
+        shown = "video ?"
         try:
             events = read_json_lines(out / "events.jsonl")
             frames = [e["frame"] for e in events.records]
             images = [p for p in (out / "anomalies").iterdir() if not is_temp_file(p)]
             ok = frames == list(range(len(frames))) and all(cv2.imread(str(p)) is not None for p in images)
             cut_tails += events.cut_tail
+            video_ok, shown = check_video(out, len(frames), sig, fps=25.0)
+            ok = ok and video_ok
         except Exception as exc:  # noqa: BLE001 (counted and shown, never hidden)
             ok = False
             print(f"  kill {i} ({sig.name}): {type(exc).__name__}: {exc}")
         readable += ok
         print(f"  kill {i + 1} ({sig.name}): {'outputs readable' if ok else 'UNREADABLE'}, "
-              f"{len(frames) if ok else '?'} events, {len(images) if ok else '?'} images", flush=True)
+              f"{len(frames) if ok else '?'} events, {len(images) if ok else '?'} images; {shown}", flush=True)
     return f"signals: outputs readable after {readable} / {n} (SIGTERM and SIGKILL alternating; {cut_tails} cut last lines)"
 
 

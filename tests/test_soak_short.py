@@ -15,7 +15,7 @@ from dad_edge.artifacts.atomic import is_temp_file
 from dad_edge.artifacts.json_lines import read_json_lines
 from dad_edge.stream.runner import Reconnect
 from soak_support import MjpegServer, soak
-from stream_support import calibrated_onnx, read_video, write_video
+from stream_support import SIZE, calibrated_onnx, read_video, write_video
 
 N_FRAMES = 240
 DEFECTIVE = {5, 60, 61, 150}
@@ -71,9 +71,10 @@ def test_signal_at_a_random_moment_leaves_readable_outputs(setup, tmp_path, sig)
     _, model = setup
     video = write_video(tmp_path / "long.mp4", KILL_FRAMES, set(range(0, KILL_FRAMES, 7)))
     out = tmp_path / "out"
-    # The annotated video only with SIGTERM: an mp4 (or OpenCV's avi) killed by SIGKILL has no index, which is
-    # written on close; events and images are what must survive a kill.
-    extra = ["--out", str(out / "annotated.mp4")] if sig == signal.SIGTERM else []
+    # The annotated video: one mp4 with SIGTERM (its index is written on close); with SIGKILL, Matroska in
+    # 1 s segments (tests/test_video_kill.py has the details: an mp4 killed before it closes is unreadable).
+    extra = (["--out", str(out / "annotated.mp4")] if sig == signal.SIGTERM else
+             ["--out", str(out / "annotated.mkv"), "--video-segment-s", "1"])
     proc = _stream(model, video, out, *extra)
     _wait_for_events(proc, out / "events.jsonl", 5)
     time.sleep(random.Random(sig).uniform(0.0, 0.5))
@@ -90,10 +91,22 @@ def test_signal_at_a_random_moment_leaves_readable_outputs(setup, tmp_path, sig)
     if sig == signal.SIGTERM:
         assert proc.returncode == 0, err.decode()[-2000:]
         assert not events.cut_tail and "SIGTERM: stopping" in err.decode()
-        cap = cv2.VideoCapture(str(out / "annotated.mp4"))
-        n = 0
-        while cap.read()[0]:
-            n += 1
-        assert n == len(frames)  # the video closed with every frame the events list
+        assert _video_frames(out / "annotated.mp4") == len(frames)  # the video closed with every frame the events list
     else:
         assert proc.returncode == -signal.SIGKILL
+        segments = sorted(out.glob("annotated.[0-9]*.mkv"))  # finished (25 frames each) and the one killed
+        counts = [_video_frames(p) for p in segments]
+        assert all(n == 25 for p, n in zip(segments, counts) if ".partial." not in p.name)
+        assert sum(counts) <= len(frames)  # a frame's event line is written before its video frame
+
+
+def _video_frames(path) -> int:
+    """Frames cv2.VideoCapture decodes from `path`, each checked to have the stream's frame size."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            return n
+        assert img.shape[:2] == (SIZE[1], SIZE[0]), f"{path}: a frame of {img.shape}"
+        n += 1
