@@ -1,5 +1,5 @@
-"""The annotated video of a stream, written so that a kill (SIGKILL, a power cut) loses as little as
-possible: what a network video recorder does, with OpenCV's FFmpeg writer alone.
+"""The annotated video of a stream, written so that a kill (SIGKILL) loses as little as possible, as
+a network video recorder does, with OpenCV's FFmpeg writer alone.
 
     video = VideoOutput("annotated.mkv", fps=25, segment_s=60)   # annotated.000001.mkv, .000002.mkv, ...
     video.write(bgr); ...; video.close()
@@ -11,7 +11,8 @@ leaves of the file being recorded depends on the container (measured with OpenCV
 tests/test_video_kill.py, benchmarks/stream_soak.py):
 
 - .mkv (Matroska, mp4v): readable up to the last block FFmpeg handed to the system, all but the last
-  256 KiB or so of video: about 1 s at 640x480, under 1 s at 720p. The default choice for a recorder.
+  256 KiB or so of video (OpenCV's writer has no flush): at 25 frames/s up to 1.3 s of 640x480, 0.5 s
+  of 1280x720, 11 s of 160x120. The choice for a recorder.
 - .avi (MJPG): the same, all but the last 256 KiB (a few frames of MJPEG), about 5x the size of .mkv.
 - .mp4 / .m4v / .mov (mp4v): nothing; these write their index when they close. With segment_s every
   closed segment is whole, so a kill loses the segment being recorded only.
@@ -84,8 +85,8 @@ class VideoOutput:
         if not self.segment_frames:
             self._keep_killed_recording()
         if suffix not in KILL_SAFE and not self.segment_frames:
-            log.warning("%s: an %s file is unreadable if the stream is killed before it closes (SIGKILL, power "
-                        "cut); .mkv keeps all but its last 256 KiB or so, --video-segment-s S every finished "
+            log.warning("%s: an %s file is unreadable if the stream is killed (SIGKILL) before it "
+                        "closes; .mkv keeps all but its last 256 KiB or so, --video-segment-s S every finished "
                         "segment", self.path, suffix)
 
     # -- naming ------------------------------------------------------------------------------------------
