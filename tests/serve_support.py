@@ -15,19 +15,30 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import pytest
 
 READY_TIMEOUT_S = 180  # a loaded 2-core machine: PyTriton copies tritonserver and starts the stub
 
 
 def require_serving() -> None:
-    """Skip the calling test module, with the reason, where the server or the client cannot run."""
+    """Skip the calling test module, with the reason, where the server or the client cannot run.
+
+    The client (tritonclient) runs here; the server runs here too where numpy < 2, else in the Python
+    named by DAD_EDGE_SERVE_PYTHON (`dad-edge serve` re-executes itself there; `.ci/run` builds it).
+    A DAD_EDGE_SERVE_PYTHON that cannot serve is an error, not a skip: it was asked for."""
+    from dad_edge.serving import relaunch
+
     pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'dad_edge[serve]')")
-    pytest.importorskip("pytriton.triton", reason="nvidia-pytriton is not installed (pip install 'dad_edge[serve]')")
-    if int(np.__version__.split(".")[0]) >= 2:
-        pytest.skip(f"nvidia-pytriton 0.7 needs numpy<2 (here numpy {np.__version__}); pip install "
-                    "'dad_edge[serve]' resolves a matching numpy", allow_module_level=True)
+    why = relaunch.why_not_here()
+    if why is None:
+        return
+    python = relaunch.serve_python()
+    if python is None:
+        pytest.skip(f"no server: {why}, and {relaunch.SERVE_PYTHON_ENV} names no other Python (bash .ci/run "
+                    "builds one)", allow_module_level=True)
+    other = relaunch.why_not_in(python)
+    if other:
+        pytest.fail(f"{relaunch.SERVE_PYTHON_ENV}={python} cannot run the server: {other}", pytrace=False)
 
 
 def free_ports(n: int) -> List[int]:

@@ -5,6 +5,8 @@
 
 Clients: dad_edge.Detector("grpc://HOST:8001/dad_edge"), `dad-edge stream grpc://HOST:8001/dad_edge ...`,
 or any Triton client (wire format: dad_edge/serving/protocol.py). Registered by dad_edge/cli/__init__.py.
+The server needs numpy<2 (nvidia-pytriton 0.7): under numpy 2 the command runs itself in the Python named
+by DAD_EDGE_SERVE_PYTHON (dad_edge/serving/relaunch.py).
 """
 from __future__ import annotations
 
@@ -31,7 +33,27 @@ def add_command(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def server_argv(args: argparse.Namespace) -> list:
+    """The `dad-edge serve` command line that gives `args` (for the run in another Python)."""
+    argv = ["serve", args.model, "--http-port", str(args.http_port), "--grpc-port", str(args.grpc_port),
+            "--host", args.host, "--max-batch", str(args.max_batch), "--queue-delay-us", str(args.queue_delay_us),
+            "--name", args.name, "--version", str(args.version)]
+    if args.metrics_port is not None:
+        argv += ["--metrics-port", str(args.metrics_port)]
+    if args.device:
+        argv += ["--device", args.device]
+    return argv
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from dad_edge.serving import relaunch
+
+    python = relaunch.serve_python()
+    if python and relaunch.why_not_here():
+        # PyTriton cannot serve under this Python (numpy 2: relaunch.py); the one named by
+        # DAD_EDGE_SERVE_PYTHON runs this same command on this same dad_edge, in this process's place.
+        relaunch.exec_in(python, server_argv(args))
+
     from dad_edge.serving.server import ServeOptions, serve
 
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)

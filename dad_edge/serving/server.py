@@ -5,9 +5,10 @@
 PyTriton starts a real `tritonserver` (HTTP, gRPC, metrics, health endpoints) whose Python backend
 hands each dynamic batch of requests to FrameModel in this process; FrameModel runs them through
 Detector.infer_batch, the same call every local scorer uses, so a remote score is the local one.
-Requests of different frame sizes are batched together by Triton (the input's dims are all
-dynamic) and resized here, per frame, as a local Detector resizes them. The wire format is
-dad_edge/serving/protocol.py.
+Triton's dynamic batcher joins requests whose frames have the same size (it batches one shape at a
+time; PyTriton offers no ragged batching); a request of another size runs in its own batch. Frames are
+resized here, per frame, as a local Detector resizes them. The wire format is
+dad_edge/serving/protocol.py. Under numpy 2 PyTriton 0.7 cannot serve: see relaunch.py.
 
 Order of start-up: ports checked (a clear error when one is taken), the model loaded, then the server
 started: /v2/health/ready answers ready only once the model can score. SIGTERM and Ctrl-C stop the
@@ -124,6 +125,9 @@ def check_ports(options: ServeOptions) -> None:
         if not 0 < port < 65536:
             raise ConfigError(f"{flag} {port} is not a port number (1-65535)")
         with socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As tritonserver binds (SO_REUSEADDR): a port whose last server was killed a moment ago keeps
+            # its connections in TIME_WAIT for a minute; they do not stop a restart, a listener does.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((options.host, port))
             except OSError as exc:
@@ -132,16 +136,16 @@ def check_ports(options: ServeOptions) -> None:
 
 
 def _import_pytriton():
-    if int(np.__version__.split(".")[0]) >= 2:
-        # Seen here: PyTriton 0.7 answers every request with empty outputs under numpy 2 (its own
-        # requirement is numpy<2), which would look like a working server that returns nothing.
-        raise BackendError(f"dad-edge serve needs numpy<2 (nvidia-pytriton 0.7 requires it; this Python has numpy "
-                           f"{np.__version__}): pip install 'dad_edge[serve]' installs a matching set")
-    try:
-        from pytriton import triton
-    except ImportError:
-        raise BackendError("dad-edge serve needs nvidia-pytriton (Linux, glibc >= 2.35): "
-                           "pip install 'dad_edge[serve]'") from None
+    from dad_edge.serving import relaunch
+
+    why = relaunch.why_not_here()
+    if why:
+        # Seen here: PyTriton 0.7 answers every request with empty outputs under numpy 2 (relaunch.py
+        # says why), which would look like a working server that returns nothing.
+        raise BackendError(f"dad-edge serve cannot run in this Python: {why}. Install 'dad_edge[serve]' in an "
+                           f"environment with numpy<2, or name its interpreter in {relaunch.SERVE_PYTHON_ENV} "
+                           "(the command line then runs the server there)")
+    from pytriton import triton
     return triton
 
 
