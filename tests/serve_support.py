@@ -6,10 +6,12 @@ stub are children of it, and killing the group is how a test makes the whole ser
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -62,6 +64,7 @@ class Server:
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.extra = extra
         self.proc: Optional[subprocess.Popen] = None
+        self.tmp: Optional[Path] = None
         self.lines: List[str] = []
         self.ready_s = 0.0
 
@@ -78,9 +81,13 @@ class Server:
                "--grpc-port", str(self.grpc_port), *self.extra]
         if self.metrics_port is not None:
             cmd += ["--metrics-port", str(self.metrics_port)]
-        # TMPDIR: the server's workspace (a copy of tritonserver) lands in the test's folder, so a
-        # killed server leaves nothing behind elsewhere.
-        env = {**os.environ, "TMPDIR": str(self.workdir), "OMP_NUM_THREADS": "1"}
+        # TMPDIR: the server's workspace (a copy of tritonserver, ~20 MB) lands in a folder of this Server,
+        # removed by kill(), so a killed server leaves nothing behind. Not in pytest's folders themselves:
+        # too deep for PyTriton's Unix sockets (the server would put its workspace in /tmp instead).
+        if self.tmp is None:
+            parent = self.workdir if len(str(self.workdir)) <= 24 else None
+            self.tmp = Path(tempfile.mkdtemp(prefix="dds_", dir=parent))
+        env = {**os.environ, "TMPDIR": str(self.tmp), "OMP_NUM_THREADS": "1"}
         t0 = time.perf_counter()
         self.lines = []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -109,6 +116,9 @@ class Server:
         if self.proc is not None:
             for f in Path("/dev/shm").glob(f"*pytrtion{self.proc.pid}-*"):
                 f.unlink(missing_ok=True)
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
 
     def terminate(self, timeout_s: float = 60) -> int:
         """SIGTERM to the server process alone, as systemd or docker stop would; -> its exit code."""

@@ -135,6 +135,27 @@ def check_ports(options: ServeOptions) -> None:
                                   f"({exc.strerror}); stop what uses it or pass another {flag}") from None
 
 
+# PyTriton talks to Triton's Python backend over Unix sockets in its workspace, named after the models
+# ("<name>_metadata_0_0-server.sock" the longest). A socket path holds at most 107 bytes, and a longer
+# one fails inside the backend after tritonserver says it is up: the server would look ready and
+# answer nothing. So the workspace goes where those paths fit: TMPDIR, else /tmp.
+SOCKET_PATH_MAX = 107
+WORKSPACE_PREFIX = "dad_edge_serve_"
+
+
+def workspace_folder(name: str) -> str:
+    """The folder to make the server's workspace in: the temporary folder if its paths fit, else /tmp."""
+    inside = f"/{WORKSPACE_PREFIX}{'x' * 8}/pytriton/{wire.metadata_model(name)}_0_0-server.sock"
+    candidates = list(dict.fromkeys([tempfile.gettempdir(), "/tmp"]))
+    for folder in candidates:
+        if len(os.fsencode(os.path.abspath(folder) + inside)) <= SOCKET_PATH_MAX:
+            if folder != candidates[0]:
+                log.info("the workspace goes to %s: PyTriton's sockets would not fit under %s", folder, candidates[0])
+            return folder
+    raise ConfigError(f"--name {name!r} is too long: PyTriton's socket paths hold {SOCKET_PATH_MAX} bytes "
+                      f"(e.g. {os.path.abspath(candidates[-1]) + inside}); pick a shorter name")
+
+
 def _import_pytriton():
     from dad_edge.serving import relaunch
 
@@ -197,6 +218,7 @@ def serve(options: ServeOptions, ready=print) -> int:
     if not re.match(r"^[A-Za-z0-9_.-]+$", options.name):
         raise ConfigError(f"--name {options.name!r}: a Triton model name takes letters, digits, '_', '.' and '-'")
     triton_module = _import_pytriton()
+    workspace_parent = workspace_folder(options.name)
     check_ports(options)
     t0 = time.perf_counter()
     detector = Detector(options.model, device=options.device, batch_size=options.max_batch, color_order="RGB")
@@ -204,7 +226,7 @@ def serve(options: ServeOptions, ready=print) -> int:
     _python_library_path()
     # Triton's own log (tables of backends and models, a line per load) goes to a file in the
     # server's workspace, not the console; the workspace goes away at exit.
-    workspace = Path(tempfile.mkdtemp(prefix="dad_edge_serve_"))
+    workspace = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX, dir=workspace_parent))
     config = triton_module.TritonConfig(log_file=workspace / "tritonserver.log",
         http_address=options.host, http_port=options.http_port, grpc_address=options.host,
         grpc_port=options.grpc_port, allow_metrics=options.metrics_port is not None,
