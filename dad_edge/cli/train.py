@@ -33,6 +33,9 @@ def add_train(sub) -> None:
     p.add_argument("--seg-stride", type=int, choices=(1, 2, 4),
                    help="the segmentation net reads its input pooled by this factor (1: full resolution; 2: about "
                         "4x less work in that net, a 2x coarser map; default: the recipe's, 2 on a CPU, 1 on CUDA)")
+    p.add_argument("--processes", type=positive_int,
+                   help="CPU training processes, each taking a share of every batch (default: one per core, "
+                        "up to 8; 1: one process with torch's threads; GPUs: use torchrun)")
     p.add_argument("--smoothing-sigma", type=float,
                    help="Gaussian smoothing of the anomaly map before scoring, in pixels (default: the preset's, off)")
     p.add_argument("--preview", type=positive_int, metavar="N",
@@ -55,7 +58,8 @@ def train_options(args):
     if args.method is not None or recon:  # preset(): settings without --method recon are an error there
         overrides.update(method=args.method or "diffusionad", recon=recon or None)
     return TrainOptions(**training_kwargs(args), preset=args.preset, image_size=args.image_size,
-                        channels=args.channels, seg_stride=args.seg_stride, model_overrides=overrides)
+                        channels=args.channels, seg_stride=args.seg_stride, processes=args.processes,
+                        model_overrides=overrides)
 
 
 def cmd_train(args) -> int:

@@ -21,6 +21,7 @@ no-op and training runs exactly as before. What changes with N processes:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -81,21 +82,37 @@ def setup(device: torch.device) -> Ranks:
 
 
 class RankBatches(SyntheticBatches):
-    """SyntheticBatches sharded over the ranks: the same global order, this rank's share of its batches."""
+    """SyntheticBatches sharded over the ranks: the same global order, this rank's share of its batches.
 
-    def __init__(self, base: SyntheticBatches, ranks: Ranks):
+    split=False (torchrun, one process per GPU): each rank takes whole batches of the recipe's size, so
+    the effective batch is `world` times it. split=True (CPU processes started by training/processes.py):
+    each rank takes its part of every batch, with the anomalies one process would draw, so the run is
+    the one-process recipe computed in parallel."""
+
+    def __init__(self, base: SyntheticBatches, ranks: Ranks, split: bool = False):
         super().__init__(base.images, base.stems, base.synth, base.batch_size, base.seed, base.shuffle, base.workers)
         self.ranks = ranks
+        self.split = split
 
     def __len__(self) -> int:
         # Every rank takes the same number of steps (DDP's all-reduce needs all of them), at least one.
-        return max(1, super().__len__() // self.ranks.world)
+        return super().__len__() if self.split else max(1, super().__len__() // self.ranks.world)
 
     def _sample(self, epoch: int, i: int):
+        if self.split:  # one image, one rank: the anomaly one process would draw
+            return super()._sample(epoch, i)
         rng = np.random.default_rng([self.seed + self.ranks.rank, epoch, i])  # seed + rank: anomalies of its own
         return self.synth(self.images[i], rng, self.stems[i]) + (i,)
 
     def _batches(self, epoch: int):
+        if self.split:
+            r, w = self.ranks.rank, self.ranks.world
+            mine = []
+            for batch in super()._batches(epoch):
+                share = np.array_split(np.asarray(batch), w)[r]
+                # A last batch smaller than the ranks leaves a rank without images: it repeats the first one.
+                mine.append([int(i) for i in share] if len(share) else [int(batch[0])])
+            return mine
         # The global batches, identical on every rank: SyntheticBatches._batches' order and cut, over
         # its own batch count (len(self) here is this rank's).
         n, size = len(self.images), self.batch_size
@@ -106,8 +123,8 @@ class RankBatches(SyntheticBatches):
         return [everything[(r + k * w) % len(everything)] for k in range(len(self))]
 
 
-def shard(batches: SyntheticBatches, ranks: Ranks) -> SyntheticBatches:
-    return RankBatches(batches, ranks) if ranks.active else batches
+def shard(batches: SyntheticBatches, ranks: Ranks, split: bool = False) -> SyntheticBatches:
+    return RankBatches(batches, ranks, split) if ranks.active else batches
 
 
 class StepModule(nn.Module):
@@ -141,5 +158,7 @@ def step_model(model: nn.Module, ranks: Ranks):
     # forwards (a broadcast there would wait for ranks that are not validating). The buffers are the
     # fixed noise and schedule, equal on every rank, and BatchNorm statistics: rank 0's are saved.
     # Unused parameters (the segmentation net under method recon) are looked for only there.
-    return nn.parallel.DistributedDataParallel(StepModule(model), device_ids=ids, broadcast_buffers=False,
-                                               find_unused_parameters=getattr(model.cfg, "method", "") == "recon")
+    with warnings.catch_warnings():  # torch 2.13 calls broadcast_buffers deprecated; its replacement syncs at init
+        warnings.simplefilter("ignore", FutureWarning)
+        return nn.parallel.DistributedDataParallel(StepModule(model), device_ids=ids, broadcast_buffers=False,
+                                                   find_unused_parameters=getattr(model.cfg, "method", "") == "recon")

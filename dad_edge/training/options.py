@@ -31,6 +31,7 @@ class TrainOptions:
     channels_last: Optional[bool] = None
     large_target: Optional[str] = None  # "noise" | "clean" (training/recipe.py LARGE_TARGETS)
     seg_stride: Optional[int] = None  # the segmentation net's input pooling (SegConfig.stride); None: the recipe's
+    processes: Optional[int] = None  # CPU training processes (training/processes.py); None: one per core
     seed: int = 0
     val_fraction: float = 0.1
     select: str = "val"  # "val": lowest validation loss; "last": the last epoch
@@ -98,7 +99,7 @@ class TrainOptions:
             self.preset, preset(self.preset).image_size, device_type, data_side, num_images, image_size=self.image_size,
             batch_size=self.batch_size, lr_unet=self.lr_unet, lr_seg=self.lr_seg, lr_schedule=self.lr_schedule,
             warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last,
-            large_target=self.large_target, seg_stride=self.seg_stride)
+            large_target=self.large_target, seg_stride=self.seg_stride, processes=self.processes)
 
     def model_config(self, channels: int, image_size: Optional[int] = None,
                      seg_stride: Optional[int] = None) -> ModelConfig:
@@ -108,7 +109,7 @@ class TrainOptions:
         size = image_size or self.image_size
         if size is not None and "image_size" not in changes:
             changes["image_size"] = size
-        stride = seg_stride or self.seg_stride
+        stride = seg_stride if seg_stride is not None else self.seg_stride
         if stride is not None and "seg_stride" not in changes and changes.get("method", "diffusionad") != "recon":
             changes["seg_stride"] = stride  # a recon model has no segmentation net to pool for
         return preset(self.preset, **changes)

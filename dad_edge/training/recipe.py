@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Optional
 
 from dad_edge.errors import ConfigError
-from dad_edge.model.config import SEG_STRIDES
+from dad_edge.model.config import PRESETS, SEG_STRIDES
+from dad_edge.training.processes import check_processes, default_processes
 
 LR_SCHEDULES = ("cosine", "constant")
 # What the large-scale U-Net pass learns on an anomalous sample (normal samples: the drawn noise).
@@ -46,6 +47,10 @@ class Recipe:
     # (benchmarks/profile_train_step.py) at the same or better AUROC per epoch on magnetic tile
     # (benchmarks/README.md, session 6). 1 on CUDA and for the paper presets: not measured there.
     seg_stride: int = 1
+    # Training processes on a CPU, each taking a share of every batch (training/processes.py): one per
+    # core there (two single-thread processes train 2x as many images per second as one process with
+    # two threads on the 2-core VM); 1 on CUDA (torchrun starts one process per GPU instead).
+    processes: int = 1
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -71,11 +76,13 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
     if preset_name in ("paper", "paper-dit"):
         # 131.7 M + 28.4 M parameters: the paper's rates are the stable ones at this width.
         # The paper's objective too (noise target on normal samples only): a reproduction stays one.
-        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise", 1)
+        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise", 1,
+                      default_processes(batch) if device_type == "cpu" else 1)
     if device_type == "cpu":
         # 128x128 is what a 2-core CPU trains for enough epochs in half an hour (4x fewer pixels than 256).
         size = min(preset_size, 128)
-        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE)
+        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE,
+                      default_processes(batch))
     return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1)
 
 
@@ -85,23 +92,25 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
                    lr_seg: Optional[float] = None, lr_schedule: Optional[str] = None,
                    warmup_fraction: Optional[float] = None, ema_decay: Optional[float] = None,
                    channels_last: Optional[bool] = None, large_target: Optional[str] = None,
-                   seg_stride: Optional[int] = None) -> Recipe:
+                   seg_stride: Optional[int] = None, processes: Optional[int] = None) -> Recipe:
     """The default recipe with every option the user set (not None) taking its place, validated."""
     base = default_recipe(preset_name, preset_size, device_type, data_side, num_images)
     given = dict(image_size=image_size, batch_size=batch_size, lr_unet=lr_unet, lr_seg=lr_seg,
                  lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, ema_decay=ema_decay,
-                 channels_last=channels_last, large_target=large_target, seg_stride=seg_stride)
+                 channels_last=channels_last, large_target=large_target, seg_stride=seg_stride,
+                 processes=processes)
     recipe = Recipe(**{k: (getattr(base, k) if v is None else v) for k, v in given.items()})
     if seg_stride is None and not seg_stride_fits(preset_name, recipe.image_size, recipe.seg_stride):
         recipe = replace(recipe, seg_stride=1)  # e.g. 96 px: the pooled input would not halve 5 times
+    if processes is None and batch_size is not None and device_type == "cpu":
+        recipe = replace(recipe, processes=default_processes(recipe.batch_size))  # for the user's batch
     validate_recipe(recipe)
+    check_processes(recipe.processes, recipe.batch_size, device_type)
     return recipe
 
 
 def seg_stride_fits(preset_name: str, image_size: int, stride: int) -> bool:
     """Whether the preset's segmentation net can read an image_size input pooled by `stride`."""
-    from dad_edge.model.config import PRESETS
-
     seg = PRESETS[preset_name].seg if preset_name in PRESETS else None
     return seg is None or image_size % (stride * 2 ** (len(seg.widths) - 1)) == 0
 

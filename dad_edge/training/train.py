@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -37,6 +37,7 @@ from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.build import build_model
 from dad_edge.data.synthetic import AnomalySynthesizer
 from dad_edge.training import distributed  # [#16 distributed]: torchrun / DDP, a no-op in one process
+from dad_edge.training import processes
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch
 from dad_edge.training.ema import WeightAverage
 from dad_edge.training.options import TrainOptions
@@ -80,6 +81,11 @@ class Trainer:
                             "needs at least 2 good images (part is held out to select the model and set thresholds)")
         channels = opts.channels or detect_channels(train_samples)
         self.recipe = opts.recipe(self.device.type, typical_side(train_samples), len(train_samples))
+        # Ranks started by training/processes.py split every batch; any other process (alone, or one of
+        # torchrun's ranks with batches of its own) is one process of the recipe.
+        self.split = self.ranks.active and processes.launched_here()
+        if self.recipe.processes != (self.ranks.world if self.split else 1):
+            self.recipe = replace(self.recipe, processes=self.ranks.world if self.split else 1)
         self.cfg = opts.model_config(channels, self.recipe.image_size, self.recipe.seg_stride)
         size = self.cfg.image_size
         recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
@@ -95,7 +101,7 @@ class Trainer:
         workers = resolve_workers(opts.workers, self.device)
         self.train = SyntheticBatches(self.train_images, [s.path.stem for s in train_samples], self.synth,
                                       self.recipe.batch_size, opts.seed, shuffle=True, workers=workers)
-        self.train = distributed.shard(self.train, self.ranks)  # [#16 distributed]
+        self.train = distributed.shard(self.train, self.ranks, self.split)  # [#16 distributed]
         # Validation sees the same synthetic anomalies every epoch (fixed seed).
         self.val = SyntheticBatches(self.val_images, [s.path.stem for s in val_samples], self.synth,
                                     self.recipe.batch_size, opts.seed + 1, shuffle=False, workers=workers)
@@ -227,7 +233,7 @@ class Trainer:
                     raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}; lower the learning "
                                              "rates (--lr-unet/--lr-seg) or use --resume from the last good state")
                 losses.append(loss)
-                seen += batch.image.shape[0]
+                seen += batch.image.shape[0] * (self.ranks.world if self.split else 1)  # the whole batch's
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", noise=f"{float(terms.noise.detach()):.4f}",
                                 img_s=f"{seen / max(time.time() - start, 1e-9):.1f}")
@@ -284,6 +290,7 @@ class Trainer:
             "best_val_loss": self.best_val,
             "train_seconds": round(self.elapsed, 1),
             "device": str(self.device),
+            "processes": self.ranks.world,
             "steps": self.steps,
             "recipe": self.recipe.to_dict(),
             "options": {k: v for k, v in asdict(self.opts).items() if k not in ("resume", "progress")},
@@ -366,8 +373,20 @@ class Trainer:
             print(f"resumed {path} after epoch {self.epoch} ({self.elapsed / 60:.1f} min trained)", flush=True)
 
 
+def planned_processes(opts: TrainOptions) -> int:
+    """How many processes `train(opts)` runs in: the recipe's on a CPU (training/processes.py), else 1."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or resolve_device(opts.device).type != "cpu":
+        return 1  # already one rank of a job (ours or torchrun's), or a GPU
+    samples, _ = open_category(opts.data).train_val_split(opts.val_fraction, opts.seed)
+    return opts.recipe("cpu", typical_side(samples), len(samples)).processes
+
+
 def train(opts: TrainOptions) -> Path:
     """Train and return the path of the selected model.safetensors."""
+    opts.validate()
+    n = planned_processes(opts)
+    if n > 1:
+        return processes.launch(opts, n)
     trainer = Trainer(opts)
     try:
         return trainer.run()

@@ -1,0 +1,232 @@
+"""CPU training in several processes, one per core: the CPU recipe's default where a machine has the cores.
+
+    dad-edge train --data DIR --minutes 30                 # on a 2-core CPU: 2 processes of 1 thread
+    dad-edge train --data DIR --minutes 30 --processes 1   # one process, torch's threads
+
+Why processes and not threads: the compact nets' convolutions are small (16-128 channels at 128x128
+and below) and do not split well across cores inside one operator. On the 2-core development VM one
+process trains at 12.3 images/s with 1 thread and about 11 with 2 threads, while two single-thread
+processes on the two cores each keep their 12.2-12.4 side by side (benchmarks/README.md, session 7).
+So `dad-edge train` starts one rank per core (DistributedDataParallel over gloo, training/distributed.py)
+and each rank takes its share of every batch: the recipe's batch size, steps per epoch and synthetic
+anomalies stay those of one process (`split` in RankBatches), only wider. Gradients are averaged over
+the ranks; BatchNorm normalises each rank's share (rank 0's running statistics are saved).
+
+The launcher is ours, not torchrun's, so that the user sees one process's output and errors: rank 0's
+stdout and stderr are the user's, the other ranks' stderr is kept in a temporary file and printed only
+if that rank fails; a rank's DadEdgeError comes back as the same error from `train()`. The ranks die
+with the launcher (PR_SET_PDEATHSIG): a killed `dad-edge train` never leaves a rank writing on.
+
+DAD_EDGE_CPU_PROCESSES=N sets the default (1: one process, e.g. on a machine shared with other jobs;
+the test suite sets it so); `--processes N` (TrainOptions.processes) overrides both.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from dad_edge import errors
+from dad_edge.errors import ConfigError, TrainingError
+
+ENV_DEFAULT = "DAD_EDGE_CPU_PROCESSES"  # the default process count on a CPU (else: one per core)
+ENV_SPLIT = "DAD_EDGE_SPLIT_RANKS"  # set by launch(): the ranks split each batch (vs torchrun: a batch each)
+ENV_ERROR_FILE = "DAD_EDGE_RANK_ERROR_FILE"
+ENV_PARENT = "DAD_EDGE_RANK_PARENT"
+MAX_CPU_PROCESSES = 8  # beyond this the all-reduce of the weights per step costs more than a rank adds
+MIN_RANK_BATCH = 4  # images per rank and step: BatchNorm statistics need a few
+STOP_GRACE_S = 20.0
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity: `taskset`, a container's cpuset), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_processes(batch_size: int, cores: Optional[int] = None) -> int:
+    """Processes for CPU training with `batch_size` images per step: one per core, at most
+    MAX_CPU_PROCESSES, each with at least MIN_RANK_BATCH images, and a count that divides the batch."""
+    env = os.environ.get(ENV_DEFAULT)
+    if env is not None:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ConfigError(f"{ENV_DEFAULT}={env!r}: must be a whole number >= 1 (1: one training process)")
+        return n if batch_size % n == 0 and batch_size // n >= 2 else 1
+    cores = usable_cores() if cores is None else cores
+    for n in range(min(cores, MAX_CPU_PROCESSES, batch_size // MIN_RANK_BATCH), 1, -1):
+        if batch_size % n == 0:
+            return n
+    return 1
+
+
+def check_processes(processes: int, batch_size: int, device_type: str) -> None:
+    if processes < 1:
+        raise ConfigError(f"processes={processes} must be >= 1")
+    if processes > 1 and device_type != "cpu":
+        raise ConfigError(f"processes={processes}: several training processes are for CPUs; on GPUs start one "
+                          "process per GPU with torchrun (README: multi-process training)")
+    if batch_size % processes or batch_size // processes < 2:
+        raise ConfigError(f"processes={processes} must divide the batch size ({batch_size}) into shares of at "
+                          "least 2 images (BatchNorm); change --processes or --batch-size")
+
+
+def launched_here() -> bool:
+    """Whether this process is a rank started by launch() (each rank takes a share of every batch)."""
+    return os.environ.get(ENV_SPLIT) == "1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _core_sets(processes: int) -> List[List[int]]:
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return [[] for _ in range(processes)]
+    per = max(1, len(cores) // processes)
+    return [cores[(r * per) % len(cores):(r * per) % len(cores) + per] for r in range(processes)]
+
+
+def launch(opts, processes: int) -> Path:
+    """Train `opts` in `processes` ranks on this machine; -> rank 0's model.safetensors."""
+    payload = json.dumps(asdict(opts))
+    port = _free_port()
+    cores = _core_sets(processes)
+    threads = max(1, len(cores[0]))
+    procs: List[subprocess.Popen] = []
+    logs = []
+    error_files = []
+    try:
+        for rank in range(processes):
+            err = tempfile.NamedTemporaryFile(prefix=f"dad-edge-rank{rank}-", suffix=".json", delete=False)
+            err.close()
+            error_files.append(err.name)
+            env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes),
+                   "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                   "OMP_NUM_THREADS": str(threads), ENV_SPLIT: "1", ENV_ERROR_FILE: err.name,
+                   ENV_PARENT: str(os.getpid()), "DAD_EDGE_RANK_CORES": ",".join(map(str, cores[rank]))}
+            log = None if rank == 0 else tempfile.TemporaryFile(mode="w+")
+            logs.append(log)
+            procs.append(subprocess.Popen([sys.executable, "-m", "dad_edge.training.processes", payload], env=env,
+                                          stdout=None if rank == 0 else subprocess.DEVNULL,
+                                          stderr=None if rank == 0 else log))
+        codes = _wait(procs)
+    except BaseException:  # Ctrl-C, or an error here: the ranks stop with us
+        _stop(procs)
+        raise
+    finally:
+        messages = [_read_error(path) for path in error_files]
+        for path in error_files:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    # The rank that failed first, not the ones stopped because of it (SIGTERM: 143 / -15).
+    failed = [r for r, c in enumerate(codes) if c != 0]
+    failed.sort(key=lambda r: (messages[r] is None, codes[r] in (143, -signal.SIGTERM, -signal.SIGKILL)))
+    for rank in failed[:1]:
+        code = codes[rank]
+        if messages[rank] is not None:
+            kind, message = messages[rank]
+            cls = getattr(errors, kind, None)
+            if not (isinstance(cls, type) and issubclass(cls, errors.DadEdgeError)):
+                cls = TrainingError
+            raise cls(message)
+        tail = ""
+        if logs[rank] is not None:
+            logs[rank].seek(0)
+            tail = "".join(logs[rank].readlines()[-15:])
+            sys.stderr.write(tail)
+        raise TrainingError(f"training process {rank} of {processes} stopped with exit code {code}"
+                            f"{' (its last lines are above)' if tail or rank == 0 else ''}; "
+                            f"--processes 1 trains in one process")
+    return Path(opts.out) / "model.safetensors"
+
+
+def _wait(procs: Sequence[subprocess.Popen]) -> List[int]:
+    """Wait for every rank; when one fails, the others are stopped (they would wait for it forever)."""
+    while True:
+        codes = [p.poll() for p in procs]
+        if all(c is not None for c in codes):
+            return codes  # type: ignore[return-value]
+        if any(c not in (None, 0) for c in codes):
+            _stop(procs)
+            return [p.wait() for p in procs]
+        time.sleep(0.2)
+
+
+def _stop(procs: Sequence[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.time() + STOP_GRACE_S
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _read_error(path: str):
+    try:
+        text = Path(path).read_text()
+        if not text:
+            return None
+        data = json.loads(text)
+        return str(data["kind"]), str(data["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this rank when the launcher dies (a killed `dad-edge train` leaves no rank)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    parent = os.environ.get(ENV_PARENT)
+    if parent is not None and os.getppid() != int(parent):  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def _rank_main(argv: Sequence[str]) -> int:
+    _die_with_parent()
+    cores = [int(c) for c in os.environ.get("DAD_EDGE_RANK_CORES", "").split(",") if c]
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)  # one rank per core: no migrations, no two ranks on one core
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the launcher stops us: unwind, close gloo
+    from dad_edge.training.options import TrainOptions
+    from dad_edge.training.train import train
+
+    try:
+        train(TrainOptions(**json.loads(argv[0])))
+    except errors.DadEdgeError as exc:
+        Path(os.environ[ENV_ERROR_FILE]).write_text(json.dumps({"kind": type(exc).__name__, "message": str(exc)}))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_rank_main(sys.argv[1:]))
