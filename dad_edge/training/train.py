@@ -239,7 +239,9 @@ class Trainer:
                                 img_s=f"{seen / max(time.time() - start, 1e-9):.1f}")
                 start += self.maybe_snapshot(self.elapsed + time.time() - start)  # not training time
                 out_of_time = budget is not None and self.elapsed + time.time() - start >= budget
-                if self.ranks.agree(out_of_time):  # [#16 distributed]: every rank stops at the same step
+                # [#16 distributed]: every rank stops at the same step, when rank 0's training time is up (the
+                # others' clocks also hold their waits while rank 0 validates)
+                if self.ranks.agree(out_of_time and self.ranks.writes):
                     stop = True
                     break
             bar.close()
