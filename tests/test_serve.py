@@ -188,6 +188,48 @@ def test_malformed_requests_are_refused_and_the_others_served(server, local, ima
     assert client.is_server_live() and client.is_server_ready()
 
 
+def test_under_numpy_2_without_a_serve_python_one_line_saying_so(onnx_model):
+    """numpy 2 here and DAD_EDGE_SERVE_PYTHON unset: `serve` refuses in one line naming the variable,
+    rather than a server that would answer with empty outputs (dad_edge/serving/relaunch.py)."""
+    import os
+
+    from dad_edge.serving import relaunch
+
+    if relaunch.why_not_here() is None:
+        pytest.skip("this Python can serve itself (numpy < 2 and nvidia-pytriton)")
+    http, grpc = free_ports(2)
+    env = {k: v for k, v in os.environ.items() if k != relaunch.SERVE_PYTHON_ENV}
+    proc = subprocess.run([sys.executable, "-m", "dad_edge", "serve", str(onnx_model), "--http-port", str(http),
+                           "--grpc-port", str(grpc)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and not proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"numpy {np.__version__}" in proc.stderr and relaunch.SERVE_PYTHON_ENV in proc.stderr
+
+
+def test_the_workspace_goes_where_the_sockets_fit(tmp_path, monkeypatch):
+    """PyTriton's Unix socket paths hold 107 bytes: a deep TMPDIR (pytest's own folders) gave a server
+    that said it was ready and answered nothing. The workspace then goes to /tmp; a --name too long
+    for any folder is a ConfigError before anything starts."""
+    import os
+    import tempfile
+
+    from dad_edge.errors import ConfigError
+    from dad_edge.serving import server as srv
+
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    assert srv.workspace_folder("dad_edge") == "/tmp"
+    short = tempfile.mkdtemp(prefix="w", dir="/tmp")  # where the paths fit, the temporary folder is kept
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", short)
+        assert srv.workspace_folder("dad_edge") == short
+    finally:
+        os.rmdir(short)
+    with pytest.raises(ConfigError, match="too long"):
+        srv.workspace_folder("n" * 80)
+
+
 def test_a_taken_port_is_one_line_before_anything_starts(onnx_model):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
