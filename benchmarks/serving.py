@@ -13,7 +13,9 @@
 4. training: images/s of `dad-edge train` on the CPU, 1 process (2 torch threads) vs 2 gloo processes under
    torchrun (1 thread each), same data, preset and batch size.
 The model is the compact preset at 128 x 128 with random weights (the cost of a trained one); frames are
-decoded once beforehand, so JPEG decoding is not timed. Needs numpy<2 (nvidia-pytriton 0.7).
+decoded once beforehand, so JPEG decoding is not timed. The server needs numpy<2 (nvidia-pytriton 0.7):
+here, or in the Python named by DAD_EDGE_SERVE_PYTHON (`bash .ci/run` builds one). Magnetic-tile frames
+come in several sizes and Triton batches one size at a time (README, serving).
 """
 from __future__ import annotations
 
