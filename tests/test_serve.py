@@ -9,9 +9,11 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ import pytest
 from dad_edge.artifacts import metadata as md
 from dad_edge.model.config import preset
 from tests.deploy_support import MAGNETIC_TILE, generated_image, write_checkpoint
-from tests.serve_support import Server, free_ports, require_serving
+from tests.serve_support import READY_TIMEOUT_S, Server, free_ports, require_serving
 
 require_serving()
 import tritonclient.grpc as grpcclient  # noqa: E402  (after the skip: may be absent)
@@ -275,6 +277,31 @@ def test_killed_server_clear_error_then_the_stream_reconnects(onnx_model, images
         assert retries and any("answers again" in m for m in caplog.messages)
     finally:
         s.kill()
+
+
+def test_a_detector_opened_while_the_server_starts_waits_for_it(onnx_model, images, local):
+    """Opened the moment the server is launched, a remote Detector sees connection refused, then a
+    server with no model yet, then models loading ("unknown model"): all of it is the server starting,
+    retried within ?reconnect=, and the first answer is the local one."""
+    http, grpc = free_ports(2)
+    s = Server(onnx_model, Path(tempfile.gettempdir()), http, grpc)
+    starting = threading.Thread(target=s.start)
+    starting.start()
+    try:
+        with dad_edge.Detector(s.grpc_url + "?reconnect=240") as det:
+            assert abs(det(images[0]).score - local(images[0]).score) <= TOL
+    finally:
+        starting.join(READY_TIMEOUT_S)
+        s.kill()
+
+
+def test_a_wrong_model_name_is_said_at_once(server):
+    """A server that is up with other models: "unknown model" past the few seconds a starting server
+    takes to register its models is the answer, not a reason to wait out ?reconnect=."""
+    t0 = time.perf_counter()
+    with pytest.raises(BackendError, match="has no model 'nosuch'"):
+        dad_edge.Detector(f"grpc://127.0.0.1:{server.grpc_port}/nosuch?reconnect=120")
+    assert time.perf_counter() - t0 < 60
 
 
 def test_sigterm_stops_the_server_cleanly(server):

@@ -34,6 +34,8 @@ log = logging.getLogger("dad_edge.runtime.triton")
 
 # Status codes of a server that is not there (yet) or did not answer in time: worth another try.
 _RETRY_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "[503]", "[502]", "[504]")
+# How long an "unknown model" answer may be a server still registering its models (_starting).
+STARTUP_GRACE_S = 10.0
 _OPTIONS = {"timeout": float, "reconnect": float, "version": int}
 
 
@@ -87,6 +89,8 @@ class TritonRemoteBackend(Backend):
                                "(or dad_edge[serve])") from None
         self._module = client_module
         self._client = None
+        self._answered = False  # the model has answered here once: it lives on this server
+        self._call_started = time.monotonic()
         described = self._call(self._describe)
         if described.get("protocol") != wire.PROTOCOL_VERSION:
             raise BackendError(f"{self.url}: the server speaks protocol {described.get('protocol')!r}, this client "
@@ -120,12 +124,13 @@ class TritonRemoteBackend(Backend):
 
         if self._module is None:
             raise BackendError(f"{self.url}: this remote backend is closed (its Detector was closed); open it again")
-        deadline, delay, failures = time.monotonic() + self.reconnect_s, 0.5, 0
+        self._call_started = time.monotonic()
+        deadline, delay, failures = self._call_started + self.reconnect_s, 0.5, 0
         while True:
             try:
                 result = fn(self._connect())
             except Exception as exc:
-                if not _retryable(exc):
+                if not (_retryable(exc) or self._starting(exc)):
                     if isinstance(exc, (BackendError, ConfigError)):
                         raise
                     if isinstance(exc, InferenceServerException):
@@ -148,7 +153,28 @@ class TritonRemoteBackend(Backend):
             if failures:
                 log.warning("Triton server %s (model %r) answers again after %d failed tries",
                             self.device, self.model, failures)
+            self._answered = True
             return result
+
+    def _starting(self, exc: BaseException) -> bool:
+        """An "unknown model" answer from a server that is (re)starting, as opposed to a wrong model name.
+
+        tritonserver opens its ports about a second before PyTriton registers the models ("... is not
+        found", the server ready with no model), then loads them one after the other ("... has no
+        available versions", the server not ready): a client riding out a restart must wait through
+        all of it. So: worth another try when this model has answered here before, while the server is
+        not ready, while this model is ready and its metadata model not yet, and for the first
+        STARTUP_GRACE_S of a call (the models not registered yet; PyTriton keeps the repository index
+        to itself). Past that, on a server that is ready: a wrong name."""
+        if "unknown model" not in str(exc):
+            return False
+        if self._answered or time.monotonic() - self._call_started < STARTUP_GRACE_S:
+            return True
+        try:
+            client = self._connect()
+            return not client.is_server_ready() or client.is_model_ready(self.model)
+        except Exception:  # gone again meanwhile: away, worth another try
+            return True
 
     def _describe(self, client) -> Dict:
         m = self._module
@@ -159,7 +185,7 @@ class TritonRemoteBackend(Backend):
             result = client.infer(wire.metadata_model(self.model), [query], model_version=self.version, **kwargs)
         except Exception as exc:
             text = str(exc)
-            if "unknown model" in text or "not found" in text.lower():
+            if ("unknown model" in text or "not found" in text.lower()) and not self._starting(exc):
                 raise BackendError(f"{self.url}: the server at {self.device} has no model {self.model!r} (or no "
                                    f"{wire.metadata_model(self.model)!r}: not a `dad-edge serve` server?)") from None
             raise
