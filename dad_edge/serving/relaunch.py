@@ -4,11 +4,12 @@ nvidia-pytriton 0.7 (the current release) ships its Triton Python-backend stub c
 C layout of a dtype (pybind11 before 2.12): under numpy 2 it reads an output's item size where numpy 2
 keeps the dtype's flags, 0 for every dtype we send, so each answer has the right shapes and no bytes
 (tritonclient: "cannot reshape array of size 0"). No choice of output dtype avoids it, and the stub
-imports the numpy of the server's own environment (sys.exec_prefix; it ignores PYTHONPATH). So the server needs an environment with numpy<2 -- either this one,
-or another whose interpreter is named by DAD_EDGE_SERVE_PYTHON (`.ci/run` builds one): there
-`dad-edge serve` re-executes itself, importing this same dad_edge from where it is imported here, so
-that Python needs only numpy<2, nvidia-pytriton, onnxruntime and OpenCV, not dad_edge or torch.
-Clients (tritonclient, the remote Detector) run under numpy 2.
+imports the numpy of the server's own environment (sys.exec_prefix; it ignores PYTHONPATH). So the
+server needs an environment with numpy<2: either this one, or another whose interpreter is named by
+DAD_EDGE_SERVE_PYTHON (`.ci/run` builds one). There `dad-edge serve` re-executes itself, importing
+this same dad_edge from where it is imported here, so that Python needs only numpy<2, nvidia-pytriton,
+onnxruntime and OpenCV (torch too for a .safetensors model), not dad_edge. Clients (tritonclient, the
+remote Detector) run under numpy 2.
 """
 from __future__ import annotations
 
