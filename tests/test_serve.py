@@ -208,6 +208,25 @@ def test_under_numpy_2_without_a_serve_python_one_line_saying_so(onnx_model):
     assert f"numpy {np.__version__}" in proc.stderr and relaunch.SERVE_PYTHON_ENV in proc.stderr
 
 
+def test_the_command_run_in_the_serve_python_is_the_one_given():
+    """`serve` under numpy 2 re-executes itself from its parsed options (cli/serve.py server_argv): every
+    option of the parser must come through, or the server would run with a default instead."""
+    from dad_edge.cli import build_parser
+    from dad_edge.cli.serve import server_argv
+
+    parser = build_parser()
+    given = parser.parse_args(["serve", "m.onnx", "--http-port", "1", "--grpc-port", "2", "--metrics-port", "3",
+                               "--host", "0.0.0.0", "--max-batch", "4", "--queue-delay-us", "5", "--name", "n",
+                               "--version", "6", "--device", "cpu"])
+    assert vars(parser.parse_args(server_argv(given))) == vars(given)
+    defaults = parser.parse_args(["serve", "m.onnx"])
+    assert vars(parser.parse_args(server_argv(defaults))) == vars(defaults)
+    # `given` sets every option of the serve parser away from its default: a new option must join it.
+    serve_parser = parser._subparsers._group_actions[0].choices["serve"]
+    options = {a.dest for a in serve_parser._actions if a.dest != "help"} - {"model"}
+    assert options <= {k for k, v in vars(given).items() if v != getattr(defaults, k)}
+
+
 def test_the_workspace_goes_where_the_sockets_fit(tmp_path, monkeypatch):
     """PyTriton's Unix socket paths hold 107 bytes: a deep TMPDIR (pytest's own folders) gave a server
     that said it was ready and answered nothing. The workspace then goes to /tmp; a --name too long
