@@ -108,28 +108,34 @@ class Server:
         self.ready_s = time.perf_counter() - t0
         return self
 
-    def _stub_folders(self) -> List[Path]:
-        """The model folders Triton's Python backend made for its stubs (/tmp/folderXXXXXX, whatever TMPDIR
-        says): named on the stubs' command lines, removed by Triton only on a clean exit."""
-        found = []
+    def _leftovers(self) -> List[Path]:
+        """What the server's processes made outside its TMPDIR and remove only on a clean exit: the model
+        folders of Triton's Python-backend stubs (/tmp/folderXXXXXX, named on the stubs' command lines)
+        and PyTriton's shared-memory blocks (/dev/shm/psm_*, mapped by its processes)."""
+        found = set()
         for proc in Path("/proc").glob("[0-9]*"):
             try:
                 if os.getpgid(int(proc.name)) != self.proc.pid:
                     continue
                 args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                maps = (proc / "maps").read_text(errors="replace").split()
             except (OSError, ValueError):
                 continue
-            found += [Path(a).parents[1] for a in args if a.startswith("/tmp/folder") and a.endswith("/model.py")]
-        return found
+            found |= {Path(a).parents[1] for a in args if a.startswith("/tmp/folder") and a.endswith("/model.py")}
+            found |= {Path(m) for m in maps if m.startswith("/dev/shm/psm_")}
+        return sorted(found)
 
     def kill(self) -> None:
         """The whole server gone at once (SIGKILL to its process group), its shared memory and folders removed."""
         if self.proc is not None and self.proc.poll() is None:
-            stub_folders = self._stub_folders()
+            leftovers = self._leftovers()
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
-            for folder in stub_folders:
-                shutil.rmtree(folder, ignore_errors=True)
+            for path in leftovers:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
         if self.proc is not None:
             for f in Path("/dev/shm").glob(f"*pytrtion{self.proc.pid}-*"):
                 f.unlink(missing_ok=True)
