@@ -13,11 +13,6 @@ try:
 except ImportError:  # the runtime-only install: tests that need torch skip themselves
     torch = None
 
-# One training process per test: `dad-edge train` on a CPU otherwise starts one process per core
-# (training/processes.py), which tests/test_processes.py covers on its own; the rest of the suite
-# tests what one process does, faster, and in-process monkeypatches reach it.
-os.environ.setdefault("DAD_EDGE_CPU_PROCESSES", "1")
-
 if torch is not None:
     torch.set_num_threads(int(os.environ.get("DAD_EDGE_TEST_THREADS", "1")))
 

@@ -29,17 +29,22 @@ needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torc
                                 reason="this torch build has no gloo backend")
 
 
-def test_default_is_one_process_per_core_dividing_the_batch(monkeypatch):
+def test_default_is_one_process_and_auto_is_one_per_core_dividing_the_batch(monkeypatch):
     monkeypatch.delenv(processes.ENV_DEFAULT, raising=False)
-    assert processes.default_processes(16, cores=2) == 2
-    assert processes.default_processes(8, cores=2) == 2
-    assert processes.default_processes(16, cores=1) == 1
-    assert processes.default_processes(4, cores=2) == 1  # shares under MIN_RANK_BATCH images
-    assert processes.default_processes(16, cores=3) == 2  # 3 does not divide 16
-    assert processes.default_processes(16, cores=64) == 4  # 16 / MIN_RANK_BATCH
-    assert processes.default_processes(64, cores=64) == processes.MAX_CPU_PROCESSES
-    monkeypatch.setenv(processes.ENV_DEFAULT, "1")
-    assert processes.default_processes(16, cores=8) == 1
+    assert processes.default_processes(16) == 1
+    assert processes.per_core_processes(16, cores=2) == 2
+    assert processes.per_core_processes(8, cores=2) == 2
+    assert processes.per_core_processes(16, cores=1) == 1
+    assert processes.per_core_processes(4, cores=2) == 1  # shares under MIN_RANK_BATCH images
+    assert processes.per_core_processes(16, cores=3) == 2  # 3 does not divide 16
+    assert processes.per_core_processes(16, cores=64) == 4  # 16 / MIN_RANK_BATCH
+    assert processes.per_core_processes(64, cores=64) == processes.MAX_CPU_PROCESSES
+    monkeypatch.setenv(processes.ENV_DEFAULT, "2")
+    assert processes.default_processes(16) == 2
+    assert processes.default_processes(2) == 1  # shares of 1 image: not for BatchNorm
+    monkeypatch.setattr(processes, "usable_cores", lambda: 4)
+    monkeypatch.setenv(processes.ENV_DEFAULT, "auto")
+    assert processes.default_processes(16) == 4
     monkeypatch.setenv(processes.ENV_DEFAULT, "two")
     with pytest.raises(ConfigError, match="DAD_EDGE_CPU_PROCESSES"):
         processes.default_processes(16)
@@ -48,9 +53,10 @@ def test_default_is_one_process_per_core_dividing_the_batch(monkeypatch):
 def test_recipe_records_processes_and_refuses_bad_counts(monkeypatch):
     monkeypatch.delenv(processes.ENV_DEFAULT, raising=False)
     monkeypatch.setattr(processes, "usable_cores", lambda: 2)
-    assert resolve_recipe("compact", 256, "cpu", 300, 700).processes == 2
-    assert resolve_recipe("compact", 256, "cuda", 300, 700).processes == 1
-    assert resolve_recipe("compact", 256, "cpu", 300, 700, batch_size=4).processes == 1  # the user's batch
+    assert resolve_recipe("compact", 256, "cpu", 300, 700).processes == 1
+    assert resolve_recipe("compact", 256, "cpu", 300, 700, processes="auto").processes == 2
+    assert resolve_recipe("compact", 256, "cpu", 300, 700, batch_size=4, processes="auto").processes == 1
+    assert resolve_recipe("compact", 256, "cuda", 300, 700, processes="auto").processes == 1
     with pytest.raises(ConfigError, match="divide the batch size"):
         resolve_recipe("compact", 256, "cpu", 300, 700, processes=3)
     with pytest.raises(ConfigError, match="torchrun"):
@@ -123,14 +129,15 @@ def test_train_in_two_processes_end_to_end(data, tmp_path):
 
 
 @needs_gloo
-def test_default_on_a_two_core_cpu_is_two_processes(data, tmp_path):
+def test_auto_on_a_two_core_cpu_is_two_processes_and_the_default_one(data, tmp_path):
     if processes.usable_cores() < 2:
-        pytest.skip("needs 2 usable cores for the default to be 2 processes")
-    out = tmp_path / "run"
-    r = _run(["train", "--data", str(data), "--out", str(out), "--preset", "tiny", "--epochs", "1",
-              "--batch-size", "8"])
-    assert r.returncode == 0, r.stderr
-    assert read_tensors(out / "model.safetensors")[1]["training"]["processes"] == 2
+        pytest.skip("needs 2 usable cores for auto to be 2 processes")
+    for flag, expected in ((["--processes", "auto"], 2), ([], 1)):
+        out = tmp_path / f"run{expected}"
+        r = _run(["train", "--data", str(data), "--out", str(out), "--preset", "tiny", "--epochs", "1",
+                  "--batch-size", "8", *flag])
+        assert r.returncode == 0, r.stderr
+        assert read_tensors(out / "model.safetensors")[1]["training"]["processes"] == expected
 
 
 @needs_gloo
@@ -147,6 +154,8 @@ def test_bad_process_count_is_refused_before_any_process_starts(data, tmp_path):
     r = _run(["train", "--data", str(data), "--out", str(tmp_path / "x"), "--preset", "tiny", "--epochs", "1",
               "--batch-size", "8", "--processes", "3"])
     assert r.returncode == 2 and "divide the batch size (8)" in r.stderr and "Traceback" not in r.stderr
+    r = _run(["train", "--data", str(data), "--out", str(tmp_path / "x"), "--epochs", "1", "--processes", "many"])
+    assert r.returncode == 2 and "--processes many: choose auto" in r.stderr
 
 
 def _children(pid: int):

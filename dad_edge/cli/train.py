@@ -12,6 +12,21 @@ from dad_edge.cli.evaluate import print_metrics
 DEMO_MINUTES = 4.0
 
 
+def processes_arg(text: str):
+    """--processes: 'auto' or a whole number >= 1."""
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--processes {text}: choose auto or a whole number >= 1")
+    return n
+
+
 # -- train ------------------------------------------------------------------------------------
 
 def add_train(sub) -> None:
@@ -33,9 +48,9 @@ def add_train(sub) -> None:
     p.add_argument("--seg-stride", type=int, choices=(1, 2, 4),
                    help="the segmentation net reads its input pooled by this factor (1: full resolution; 2: about "
                         "4x less work in that net, a 2x coarser map; default: the recipe's, 2 on a CPU, 1 on CUDA)")
-    p.add_argument("--processes", type=positive_int,
-                   help="CPU training processes, each taking a share of every batch (default: one per core, "
-                        "up to 8; 1: one process with torch's threads; GPUs: use torchrun)")
+    p.add_argument("--processes", type=processes_arg,
+                   help="CPU training processes, each with one share of every batch: N, or auto (one per core, up "
+                        "to 8); default 1 (one process with torch's threads); GPUs: use torchrun")
     p.add_argument("--smoothing-sigma", type=float,
                    help="Gaussian smoothing of the anomaly map before scoring, in pixels (default: the preset's, off)")
     p.add_argument("--preview", type=positive_int, metavar="N",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 
@@ -31,7 +31,7 @@ class TrainOptions:
     channels_last: Optional[bool] = None
     large_target: Optional[str] = None  # "noise" | "clean" (training/recipe.py LARGE_TARGETS)
     seg_stride: Optional[int] = None  # the segmentation net's input pooling (SegConfig.stride); None: the recipe's
-    processes: Optional[int] = None  # CPU training processes (training/processes.py); None: one per core
+    processes: Optional[Union[int, str]] = None  # CPU training processes, N or 'auto' (training/processes.py); None: 1
     seed: int = 0
     val_fraction: float = 0.1
     select: str = "val"  # "val": lowest validation loss; "last": the last epoch

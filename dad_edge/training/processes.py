@@ -1,24 +1,27 @@
-"""CPU training in several processes, one per core: the CPU recipe's default where a machine has the cores.
+"""CPU training in several processes on one machine, each taking a share of every batch (opt-in).
 
-    dad-edge train --data DIR --minutes 30                 # on a 2-core CPU: 2 processes of 1 thread
-    dad-edge train --data DIR --minutes 30 --processes 1   # one process, torch's threads
+    dad-edge train --data DIR --minutes 30 --processes 2      # 2 processes of 1 thread each
+    dad-edge train --data DIR --minutes 30 --processes auto   # one per core, up to 8
 
-Why processes and not threads: the compact nets' convolutions are small (16-128 channels at 128x128
-and below) and do not split well across cores inside one operator. On the 2-core development VM one
-process trains at 12.3 images/s with 1 thread and about 11 with 2 threads, while two single-thread
-processes on the two cores each keep their 12.2-12.4 side by side (benchmarks/README.md, session 7).
-So `dad-edge train` starts one rank per core (DistributedDataParallel over gloo, training/distributed.py)
-and each rank takes its share of every batch: the recipe's batch size, steps per epoch and synthetic
-anomalies stay those of one process (`split` in RankBatches), only wider. Gradients are averaged over
-the ranks; BatchNorm normalises each rank's share (rank 0's running statistics are saved).
+Why it exists, and why it is not the default: the compact nets' convolutions are small, and one
+might expect them not to split well across threads inside one operator. Measured side by side on the
+2-core development VM (benchmarks/cpu_processes.py, compact 128x128 gray, magnetic tile, 2 rounds):
+one process with 2 threads 22.6 train images/s, two single-thread processes 24.1 (1.07x), one
+process with 1 thread 12.6. A 7 % gain does not pay for the second process's start-up, the gloo
+all-reduce and BatchNorm statistics over half batches by default; `--processes` is there for machines
+where it measures better (more cores than one process uses well).
 
-The launcher is ours, not torchrun's, so that the user sees one process's output and errors: rank 0's
-stdout and stderr are the user's, the other ranks' stderr is kept in a temporary file and printed only
-if that rank fails; a rank's DadEdgeError comes back as the same error from `train()`. The ranks die
-with the launcher (PR_SET_PDEATHSIG): a killed `dad-edge train` never leaves a rank writing on.
+How: DistributedDataParallel over gloo (training/distributed.py); each rank takes its share of every
+batch (`split` in RankBatches), so the batch size, steps per epoch and synthetic anomalies stay those
+of one process; gradients are averaged over the ranks; BatchNorm normalises each rank's share
+(rank 0's running statistics are saved). The launcher is ours, not torchrun's, so that the user
+sees one process's output and errors: rank 0's stdout and stderr are the user's, the other ranks'
+stderr is kept in a temporary file and printed only if that rank fails; a rank's DadEdgeError comes
+back as the same error from `train()`. The ranks die with the launcher (PR_SET_PDEATHSIG): a killed
+`dad-edge train` never leaves a rank writing on.
 
-DAD_EDGE_CPU_PROCESSES=N sets the default (1: one process, e.g. on a machine shared with other jobs;
-the test suite sets it so); `--processes N` (TrainOptions.processes) overrides both.
+DAD_EDGE_CPU_PROCESSES=N|auto sets the default (unset: 1); `--processes` (TrainOptions.processes)
+overrides it.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from typing import List, Optional, Sequence
 from dad_edge import errors
 from dad_edge.errors import ConfigError, TrainingError
 
-ENV_DEFAULT = "DAD_EDGE_CPU_PROCESSES"  # the default process count on a CPU (else: one per core)
+ENV_DEFAULT = "DAD_EDGE_CPU_PROCESSES"  # the default process count on a CPU: N or auto (unset: 1)
 ENV_SPLIT = "DAD_EDGE_SPLIT_RANKS"  # set by launch(): the ranks split each batch (vs torchrun: a batch each)
 ENV_ERROR_FILE = "DAD_EDGE_RANK_ERROR_FILE"
 ENV_PARENT = "DAD_EDGE_RANK_PARENT"
@@ -54,23 +57,39 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_processes(batch_size: int, cores: Optional[int] = None) -> int:
-    """Processes for CPU training with `batch_size` images per step: one per core, at most
-    MAX_CPU_PROCESSES, each with at least MIN_RANK_BATCH images, and a count that divides the batch."""
-    env = os.environ.get(ENV_DEFAULT)
-    if env is not None:
-        try:
-            n = int(env)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise ConfigError(f"{ENV_DEFAULT}={env!r}: must be a whole number >= 1 (1: one training process)")
-        return n if batch_size % n == 0 and batch_size // n >= 2 else 1
+def per_core_processes(batch_size: int, cores: Optional[int] = None) -> int:
+    """One process per usable core, at most MAX_CPU_PROCESSES, each with at least MIN_RANK_BATCH
+    images per step, and a count that divides the batch."""
     cores = usable_cores() if cores is None else cores
     for n in range(min(cores, MAX_CPU_PROCESSES, batch_size // MIN_RANK_BATCH), 1, -1):
         if batch_size % n == 0:
             return n
     return 1
+
+
+def parse_processes(text: str, batch_size: int) -> int:
+    """'auto' -> per_core_processes(batch_size); a whole number >= 1 -> itself."""
+    if text.strip().lower() == "auto":
+        return per_core_processes(batch_size)
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"processes {text!r}: must be 'auto' (one per core) or a whole number >= 1")
+    return n
+
+
+def default_processes(batch_size: int) -> int:
+    """The CPU recipe's process count: DAD_EDGE_CPU_PROCESSES (a number or 'auto') if set, else 1."""
+    env = os.environ.get(ENV_DEFAULT)
+    if env is None:
+        return 1
+    try:
+        n = parse_processes(env, batch_size)
+    except ConfigError as exc:
+        raise ConfigError(f"{ENV_DEFAULT}: {exc}") from None
+    return n if batch_size % n == 0 and batch_size // n >= 2 else 1
 
 
 def check_processes(processes: int, batch_size: int, device_type: str) -> None:

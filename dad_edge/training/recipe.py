@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from dad_edge.errors import ConfigError
 from dad_edge.model.config import PRESETS, SEG_STRIDES
-from dad_edge.training.processes import check_processes, default_processes
+from dad_edge.training.processes import check_processes, default_processes, parse_processes
 
 LR_SCHEDULES = ("cosine", "constant")
 # What the large-scale U-Net pass learns on an anomalous sample (normal samples: the drawn noise).
@@ -47,9 +47,9 @@ class Recipe:
     # (benchmarks/profile_train_step.py) at the same or better AUROC per epoch on magnetic tile
     # (benchmarks/README.md, session 6). 1 on CUDA and for the paper presets: not measured there.
     seg_stride: int = 1
-    # Training processes on a CPU, each taking a share of every batch (training/processes.py): one per
-    # core there (two single-thread processes train 2x as many images per second as one process with
-    # two threads on the 2-core VM); 1 on CUDA (torchrun starts one process per GPU instead).
+    # Training processes on a CPU, each taking a share of every batch (training/processes.py). 1 by
+    # default: two single-thread processes were only 1.07x one process with two threads on the 2-core
+    # VM (benchmarks/cpu_processes.py). 1 on CUDA (torchrun starts one process per GPU instead).
     processes: int = 1
 
     def to_dict(self) -> Dict[str, Any]:
@@ -92,17 +92,19 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
                    lr_seg: Optional[float] = None, lr_schedule: Optional[str] = None,
                    warmup_fraction: Optional[float] = None, ema_decay: Optional[float] = None,
                    channels_last: Optional[bool] = None, large_target: Optional[str] = None,
-                   seg_stride: Optional[int] = None, processes: Optional[int] = None) -> Recipe:
+                   seg_stride: Optional[int] = None, processes: Optional[Union[int, str]] = None) -> Recipe:
     """The default recipe with every option the user set (not None) taking its place, validated."""
     base = default_recipe(preset_name, preset_size, device_type, data_side, num_images)
     given = dict(image_size=image_size, batch_size=batch_size, lr_unet=lr_unet, lr_seg=lr_seg,
                  lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, ema_decay=ema_decay,
                  channels_last=channels_last, large_target=large_target, seg_stride=seg_stride,
-                 processes=processes)
+                 processes=None if isinstance(processes, str) else processes)
     recipe = Recipe(**{k: (getattr(base, k) if v is None else v) for k, v in given.items()})
     if seg_stride is None and not seg_stride_fits(preset_name, recipe.image_size, recipe.seg_stride):
         recipe = replace(recipe, seg_stride=1)  # e.g. 96 px: the pooled input would not halve 5 times
-    if processes is None and batch_size is not None and device_type == "cpu":
+    if isinstance(processes, str):  # "auto": one per core, for this batch size
+        recipe = replace(recipe, processes=parse_processes(processes, recipe.batch_size) if device_type == "cpu" else 1)
+    elif processes is None and batch_size is not None and device_type == "cpu":
         recipe = replace(recipe, processes=default_processes(recipe.batch_size))  # for the user's batch
     validate_recipe(recipe)
     check_processes(recipe.processes, recipe.batch_size, device_type)
