@@ -29,6 +29,24 @@ _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[a-z0-9_]+\.tmp$")
 WRITE_DELAY_ENV = "DAD_EDGE_TEST_WRITE_DELAY_S"
 
 
+def publish(tmp, path) -> None:
+    """Make a finished file `tmp` appear as `path`: fsync it, rename it over `path`, fsync the folder
+    (so the new name survives a power cut). OutputError naming `path` if the disk refuses."""
+    path = Path(path)
+    try:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it over `path`."""
@@ -48,17 +66,9 @@ def atomic_path(path) -> Iterator[Path]:
             # it with a 0600 file of their own): give it the mode a plain open() would give, or
             # the replaced file's, so that a model trained by one user can be served by another.
             os.chmod(tmp, mode)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
         except OSError as exc:  # the writer's or ours: full disk, file-size limit (EFBIG), permissions
             raise write_error(path, exc) from None
-        with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        publish(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

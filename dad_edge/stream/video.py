@@ -36,7 +36,7 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from dad_edge.artifacts.atomic import write_error
+from dad_edge.artifacts.atomic import publish, write_error
 from dad_edge.errors import ConfigError, DataError
 
 log = logging.getLogger("dad_edge.stream.runner")
@@ -177,18 +177,7 @@ class VideoOutput:
         writer.release()
         final = (self.path if not self.segment_frames else
                  self._segment_name(int(self._prefix.match(recording.name)[1]), partial=False))
-        try:
-            with open(recording, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(recording, final)
-        except OSError as exc:
-            raise write_error(final, exc) from None
-        with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
-            fd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        publish(recording, final)
         self.files.append(final)
 
     def write(self, bgr: np.ndarray) -> None:
