@@ -123,6 +123,17 @@ def _core_sets(processes: int) -> List[List[int]]:
     return [cores[(r * per) % len(cores):(r * per) % len(cores) + per] for r in range(processes)]
 
 
+def planned(opts) -> int:
+    """How many processes `train(opts)` runs in: the recipe's on a CPU, else 1."""
+    from dad_edge.data.layouts import open_category
+    from dad_edge.training.train import resolve_device, typical_side
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or resolve_device(opts.device).type != "cpu":
+        return 1  # already one rank of a job (ours or torchrun's), or a GPU
+    samples, _ = open_category(opts.data).train_val_split(opts.val_fraction, opts.seed)
+    return opts.recipe("cpu", typical_side(samples), len(samples)).processes
+
+
 def launch(opts, processes: int) -> Path:
     """Train `opts` in `processes` ranks on this machine; -> rank 0's model.safetensors."""
     payload = json.dumps(asdict(opts))

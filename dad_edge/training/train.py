@@ -12,7 +12,6 @@ Files written to `out/`:
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -38,21 +37,13 @@ from dad_edge.model.build import build_model
 from dad_edge.data.synthetic import AnomalySynthesizer
 from dad_edge.training import distributed  # [#16 distributed]: torchrun / DDP, a no-op in one process
 from dad_edge.training import processes
-from dad_edge.training.batches import SyntheticBatches, TrainingBatch
+from dad_edge.training.batches import SyntheticBatches, TrainingBatch, resolve_workers
 from dad_edge.training.ema import WeightAverage
 from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import lr_factor
 
 # Training timestep ranges of the paper: t_s ~ U[0, 300), t_l ~ U[300, T).
 T_SMALL_RANGE = (0, 300)
-
-
-def resolve_workers(workers: Optional[int], device: torch.device) -> int:
-    """Threads for the synthetic-anomaly pipeline. On a GPU it, not the model, limits the step rate
-    (about 10 ms per 256x256 image on one core); on a CPU the threads would only take cores from torch."""
-    if workers is not None:
-        return workers
-    return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def typical_side(samples, max_check: int = 16) -> int:
@@ -81,11 +72,9 @@ class Trainer:
                             "needs at least 2 good images (part is held out to select the model and set thresholds)")
         channels = opts.channels or detect_channels(train_samples)
         self.recipe = opts.recipe(self.device.type, typical_side(train_samples), len(train_samples))
-        # Ranks started by training/processes.py split every batch; any other process (alone, or one of
-        # torchrun's ranks with batches of its own) is one process of the recipe.
+        # Ranks started by training/processes.py split every batch; torchrun's take batches of their own.
         self.split = self.ranks.active and processes.launched_here()
-        if self.recipe.processes != (self.ranks.world if self.split else 1):
-            self.recipe = replace(self.recipe, processes=self.ranks.world if self.split else 1)
+        self.recipe = replace(self.recipe, processes=self.ranks.world if self.split else 1)
         self.cfg = opts.model_config(channels, self.recipe.image_size, self.recipe.seg_stride)
         size = self.cfg.image_size
         recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
@@ -239,8 +228,7 @@ class Trainer:
                                 img_s=f"{seen / max(time.time() - start, 1e-9):.1f}")
                 start += self.maybe_snapshot(self.elapsed + time.time() - start)  # not training time
                 out_of_time = budget is not None and self.elapsed + time.time() - start >= budget
-                # [#16 distributed]: every rank stops at the same step, when rank 0's training time is up (the
-                # others' clocks also hold their waits while rank 0 validates)
+                # [#16 distributed]: all ranks stop at one step, on rank 0's clock (others wait while it validates)
                 if self.ranks.agree(out_of_time and self.ranks.writes):
                     stop = True
                     break
@@ -375,18 +363,10 @@ class Trainer:
             print(f"resumed {path} after epoch {self.epoch} ({self.elapsed / 60:.1f} min trained)", flush=True)
 
 
-def planned_processes(opts: TrainOptions) -> int:
-    """How many processes `train(opts)` runs in: the recipe's on a CPU (training/processes.py), else 1."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or resolve_device(opts.device).type != "cpu":
-        return 1  # already one rank of a job (ours or torchrun's), or a GPU
-    samples, _ = open_category(opts.data).train_val_split(opts.val_fraction, opts.seed)
-    return opts.recipe("cpu", typical_side(samples), len(samples)).processes
-
-
 def train(opts: TrainOptions) -> Path:
     """Train and return the path of the selected model.safetensors."""
     opts.validate()
-    n = planned_processes(opts)
+    n = processes.planned(opts)
     if n > 1:
         return processes.launch(opts, n)
     trainer = Trainer(opts)
