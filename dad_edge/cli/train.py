@@ -16,15 +16,13 @@ def processes_arg(text: str):
     """--processes: 'auto' or a whole number >= 1."""
     import argparse
 
-    if text.strip().lower() == "auto":
-        return "auto"
+    from dad_edge.errors import ConfigError
+    from dad_edge.training.processes import read_processes
+
     try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--processes {text}: choose auto or a whole number >= 1")
-    return n
+        return read_processes(text, "--processes")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- train ------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 from dad_edge import errors
 from dad_edge.errors import ConfigError, TrainingError
@@ -67,16 +67,16 @@ def per_core_processes(batch_size: int, cores: Optional[int] = None) -> int:
     return 1
 
 
-def parse_processes(text: str, batch_size: int) -> int:
-    """'auto' -> per_core_processes(batch_size); a whole number >= 1 -> itself."""
+def read_processes(text: str, name: str = "processes") -> Union[int, str]:
+    """'auto' or a whole number >= 1 from `text` (a CLI value, an environment variable called `name`)."""
     if text.strip().lower() == "auto":
-        return per_core_processes(batch_size)
+        return "auto"
     try:
         n = int(text)
     except ValueError:
         n = 0
     if n < 1:
-        raise ConfigError(f"processes {text!r}: must be 'auto' (one per core) or a whole number >= 1")
+        raise ConfigError(f"{name} {text}: choose auto (one per core) or a whole number >= 1")
     return n
 
 
@@ -85,11 +85,18 @@ def default_processes(batch_size: int) -> int:
     env = os.environ.get(ENV_DEFAULT)
     if env is None:
         return 1
-    try:
-        n = parse_processes(env, batch_size)
-    except ConfigError as exc:
-        raise ConfigError(f"{ENV_DEFAULT}: {exc}") from None
+    n = read_processes(env, ENV_DEFAULT)
+    n = per_core_processes(batch_size) if n == "auto" else n
     return n if batch_size % n == 0 and batch_size // n >= 2 else 1
+
+
+def resolve_processes(value: Optional[Union[int, str]], batch_size: int, device_type: str) -> int:
+    """The process count for an option's value (None: the default; 'auto': one per core) on a device."""
+    if device_type != "cpu" and (value is None or value == "auto"):
+        return 1
+    if value is None:
+        return default_processes(batch_size)
+    return per_core_processes(batch_size) if value == "auto" else value
 
 
 def check_processes(processes: int, batch_size: int, device_type: str) -> None:
@@ -130,6 +137,8 @@ def planned(opts) -> int:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or resolve_device(opts.device).type != "cpu":
         return 1  # already one rank of a job (ours or torchrun's), or a GPU
+    if opts.processes is None and ENV_DEFAULT not in os.environ:
+        return 1  # the default: no need to read the data to size the batch
     samples, _ = open_category(opts.data).train_val_split(opts.val_fraction, opts.seed)
     return opts.recipe("cpu", typical_side(samples), len(samples)).processes
 
@@ -163,6 +172,7 @@ def launch(opts, processes: int) -> Path:
         raise
     finally:
         messages = [_read_error(path) for path in error_files]
+        tails = [_tail(log) for log in logs]
         for path in error_files:
             try:
                 os.unlink(path)
@@ -179,15 +189,21 @@ def launch(opts, processes: int) -> Path:
             if not (isinstance(cls, type) and issubclass(cls, errors.DadEdgeError)):
                 cls = TrainingError
             raise cls(message)
-        tail = ""
-        if logs[rank] is not None:
-            logs[rank].seek(0)
-            tail = "".join(logs[rank].readlines()[-15:])
-            sys.stderr.write(tail)
+        tail = tails[rank]
+        sys.stderr.write(tail)
         raise TrainingError(f"training process {rank} of {processes} stopped with exit code {code}"
                             f"{' (its last lines are above)' if tail or rank == 0 else ''}; "
                             f"--processes 1 trains in one process")
     return Path(opts.out) / "model.safetensors"
+
+
+def _tail(log, lines: int = 15) -> str:
+    """The last lines a rank wrote to its stderr file (closed here); '' for rank 0 (the user's stderr)."""
+    if log is None:
+        return ""
+    with log:
+        log.seek(0)
+        return "".join(log.readlines()[-lines:])
 
 
 def _wait(procs: Sequence[subprocess.Popen]) -> List[int]:

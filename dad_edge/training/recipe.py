@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Union
 
 from dad_edge.errors import ConfigError
 from dad_edge.model.config import PRESETS, SEG_STRIDES
-from dad_edge.training.processes import check_processes, default_processes, parse_processes
+from dad_edge.training.processes import check_processes, resolve_processes
 
 LR_SCHEDULES = ("cosine", "constant")
 # What the large-scale U-Net pass learns on an anomalous sample (normal samples: the drawn noise).
@@ -76,13 +76,11 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
     if preset_name in ("paper", "paper-dit"):
         # 131.7 M + 28.4 M parameters: the paper's rates are the stable ones at this width.
         # The paper's objective too (noise target on normal samples only): a reproduction stays one.
-        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise", 1,
-                      default_processes(batch) if device_type == "cpu" else 1)
+        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise", 1)
     if device_type == "cpu":
         # 128x128 is what a 2-core CPU trains for enough epochs in half an hour (4x fewer pixels than 256).
         size = min(preset_size, 128)
-        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE,
-                      default_processes(batch))
+        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE)
     return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1)
 
 
@@ -97,15 +95,12 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
     base = default_recipe(preset_name, preset_size, device_type, data_side, num_images)
     given = dict(image_size=image_size, batch_size=batch_size, lr_unet=lr_unet, lr_seg=lr_seg,
                  lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, ema_decay=ema_decay,
-                 channels_last=channels_last, large_target=large_target, seg_stride=seg_stride,
-                 processes=None if isinstance(processes, str) else processes)
+                 channels_last=channels_last, large_target=large_target, seg_stride=seg_stride)
     recipe = Recipe(**{k: (getattr(base, k) if v is None else v) for k, v in given.items()})
     if seg_stride is None and not seg_stride_fits(preset_name, recipe.image_size, recipe.seg_stride):
         recipe = replace(recipe, seg_stride=1)  # e.g. 96 px: the pooled input would not halve 5 times
-    if isinstance(processes, str):  # "auto": one per core, for this batch size
-        recipe = replace(recipe, processes=parse_processes(processes, recipe.batch_size) if device_type == "cpu" else 1)
-    elif processes is None and batch_size is not None and device_type == "cpu":
-        recipe = replace(recipe, processes=default_processes(recipe.batch_size))  # for the user's batch
+    # After the batch size is known: the processes divide it.
+    recipe = replace(recipe, processes=resolve_processes(processes, recipe.batch_size, device_type))
     validate_recipe(recipe)
     check_processes(recipe.processes, recipe.batch_size, device_type)
     return recipe
