@@ -134,6 +134,9 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--band-prob", type=finite_float, default=0.0,
                    help="share of synthetic anomalies that are a large band of changed surface finish "
                         "(large-area, low-contrast defects) instead of a Perlin blob (default 0)")
+    p.add_argument("--augment", default="none", metavar="VIEWS",
+                   help="views of the good images that are good parts too, comma-separated: hflip, vflip, "
+                        "rot90 (e.g. a ground or woven surface); default none: an object may not allow them")
     p.add_argument("--threshold-quantile", type=finite_float, default=0.99,
                    help="thresholds at this quantile of held-out good images")
     p.add_argument("--resume", action="store_true", help="go on from --out/train_state.safetensors")
@@ -152,5 +155,5 @@ def training_kwargs(args) -> dict:
         seed=args.seed, val_fraction=args.val_fraction,
         select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
         foreground=args.foreground, anomaly_prob=args.anomaly_prob, band_prob=args.band_prob,
-        threshold_quantile=args.threshold_quantile,
+        augment=args.augment, threshold_quantile=args.threshold_quantile,
         resume=args.resume, progress=not args.quiet, workers=args.workers)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from dad_edge.errors import ConfigError, DataError
+from dad_edge.data.augment import View
 from dad_edge.data.imageio import list_images, read_image, read_mask, resize_mask, write_image
 from dad_edge.data.perlin import band_mask, perlin_mask, perlin_noise
 from dad_edge.data.preprocess import resize_bilinear, to_channels
@@ -304,10 +305,11 @@ class AnomalySynthesizer:
                             f"{Path(self.foreground) / (stem + '.png')} (or {stem}_mask.png)")
         return resize_mask(read_mask(path), self.image_size)
 
-    def _foreground(self, image: np.ndarray, stem: Optional[str]) -> Optional[np.ndarray]:
+    def _foreground(self, image: np.ndarray, stem: Optional[str], view: Optional[View]) -> Optional[np.ndarray]:
         if isinstance(self.foreground, str) and self.foreground == "otsu":
-            return otsu_foreground(image)
-        return self.foreground_for(stem)
+            return otsu_foreground(image)  # found in the image as given, so already in the view's frame
+        fg = self.foreground_for(stem)
+        return fg if fg is None or view is None else view.apply(fg)
 
     def _check(self, image: np.ndarray) -> None:
         s, c = self.image_size, self.channels
@@ -335,10 +337,10 @@ class AnomalySynthesizer:
     def _normal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, bool]:
         return image.astype(np.float32), np.zeros((self.image_size, self.image_size), np.float32), False
 
-    def _anomalous(self, image: np.ndarray, rng: np.random.Generator,
-                   stem: Optional[str]) -> Tuple[np.ndarray, np.ndarray, bool]:
+    def _anomalous(self, image: np.ndarray, rng: np.random.Generator, stem: Optional[str],
+                   view: Optional[View] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
         rounded = image if image.dtype == np.uint8 else _to_uint8(image)
-        fg = self._foreground(rounded, stem)
+        fg = self._foreground(rounded, stem, view)
         band = self.band_prob > 0 and rng.random() < self.band_prob  # no draw when off: same stream as before
         for _ in range(MASK_TRIES):
             mask = band_mask(self.image_size, rng) if band else perlin_mask(self.image_size, rng)
@@ -356,13 +358,16 @@ class AnomalySynthesizer:
         aug = x * (1 - m) + (1 - b) * src * m + b * x * m
         return aug, mask, True
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator,
-                 stem: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
-        """(augmented float32 (S, S, C) pixel values 0..255, mask float32 (S, S) in {0, 1}, is_anomalous)."""
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, stem: Optional[str] = None,
+                 view: Optional[View] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
+        """(augmented float32 (S, S, C) pixel values 0..255, mask float32 (S, S) in {0, 1}, is_anomalous).
+
+        view: the View (data/augment.py) `image` was taken through; a foreground mask read from a
+        folder for `stem` is turned the same way."""
         self._check(image)
         if rng.random() >= self.anomaly_prob:
             return self._normal(image)
-        return self._anomalous(image, rng, stem)
+        return self._anomalous(image, rng, stem, view)
 
     def preview(self, images: Sequence[np.ndarray], n: int, out_dir: PathLike, seed: int = 0,
                 stems: Optional[Sequence[str]] = None) -> List[Path]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 
+from dad_edge.data.augment import draw_view
 from dad_edge.data.preprocess import OFFSET, SCALE
 from dad_edge.data.synthetic import AnomalySynthesizer
 
@@ -16,6 +17,9 @@ from dad_edge.data.synthetic import AnomalySynthesizer
 def to_model_range(images: np.ndarray) -> torch.Tensor:
     """(B, S, S, C) uint8 -> (B, C, S, S) float32 in [-1, 1], as preprocess() does."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() * SCALE + OFFSET
+
+
+VIEW_STREAM = 1  # the last word of the seed of a sample's view draw
 
 
 class TrainingBatch(NamedTuple):
@@ -31,26 +35,39 @@ class SyntheticBatches:
     Each sample's anomaly depends only on (seed, epoch, index), so with `workers` > 0 the samples
     are made by a thread pool (OpenCV and numpy release the GIL) and the next batch is prepared
     while the current one trains, with results identical to workers=0.
+
+    augment: the views of a normal image allowed (data/augment.py VIEWS); each sample is taken
+    through a random one before its anomaly is made, and its clean target is that view too.
     """
 
     def __init__(self, images: np.ndarray, stems: List[str], synth: AnomalySynthesizer, batch_size: int,
-                 seed: int, shuffle: bool, workers: int = 0):
+                 seed: int, shuffle: bool, workers: int = 0, augment: Sequence[str] = ()):
         self.images, self.stems, self.synth = images, stems, synth
         self.batch_size, self.seed, self.shuffle, self.workers = batch_size, seed, shuffle, workers
+        self.augment = tuple(augment)
 
     def __len__(self) -> int:
         # Drop a last batch of one: BatchNorm cannot train on it.
         n = len(self.images)
         return max(1, n // self.batch_size if n % self.batch_size == 1 else math.ceil(n / self.batch_size))
 
+    def _sample_key(self, epoch: int, i: int) -> List[int]:
+        """The seed of sample i's draws in `epoch`."""
+        return [self.seed, epoch, i]
+
     def _sample(self, epoch: int, i: int):
-        rng = np.random.default_rng([self.seed, epoch, i])
-        return self.synth(self.images[i], rng, self.stems[i]) + (i,)
+        key = self._sample_key(epoch, i)
+        rng = np.random.default_rng(key)
+        image, view = self.images[i], None
+        if self.augment:  # its own stream: without views, the anomalies are those of before
+            view = draw_view(self.augment, np.random.default_rng(key + [VIEW_STREAM]))
+            image = view.apply(image)
+        return self.synth(image, rng, self.stems[i], view) + (image,)
 
     def _collate(self, samples) -> TrainingBatch:
-        augs, masks, anomalous, index = zip(*samples)
+        augs, masks, anomalous, clean = zip(*samples)
         return TrainingBatch(to_model_range(np.stack(augs)), torch.from_numpy(np.stack(masks))[:, None],
-                             torch.tensor([not a for a in anomalous]), to_model_range(np.stack([self.images[i] for i in index]).astype(np.float32)))
+                             torch.tensor([not a for a in anomalous]), to_model_range(np.stack(clean).astype(np.float32)))
 
     def _batches(self, epoch: int):
         n = len(self.images)

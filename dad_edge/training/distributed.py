@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -90,7 +90,8 @@ class RankBatches(SyntheticBatches):
     the one-process recipe computed in parallel."""
 
     def __init__(self, base: SyntheticBatches, ranks: Ranks, split: bool = False):
-        super().__init__(base.images, base.stems, base.synth, base.batch_size, base.seed, base.shuffle, base.workers)
+        super().__init__(base.images, base.stems, base.synth, base.batch_size, base.seed, base.shuffle, base.workers,
+                         base.augment)
         self.ranks = ranks
         self.split = split
 
@@ -98,11 +99,10 @@ class RankBatches(SyntheticBatches):
         # Every rank takes the same number of steps (DDP's all-reduce needs all of them), at least one.
         return super().__len__() if self.split else max(1, super().__len__() // self.ranks.world)
 
-    def _sample(self, epoch: int, i: int):
+    def _sample_key(self, epoch: int, i: int) -> List[int]:
         if self.split:  # one image, one rank: the anomaly one process would draw
-            return super()._sample(epoch, i)
-        rng = np.random.default_rng([self.seed + self.ranks.rank, epoch, i])  # seed + rank: anomalies of its own
-        return self.synth(self.images[i], rng, self.stems[i]) + (i,)
+            return super()._sample_key(epoch, i)
+        return [self.seed + self.ranks.rank, epoch, i]  # seed + rank: anomalies of its own
 
     def _batches(self, epoch: int):
         if self.split:

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
+from dad_edge.data.augment import parse_augment
 from dad_edge.errors import ConfigError
 from dad_edge.model.config import ModelConfig, preset
 from dad_edge.training.recipe import Recipe, resolve_recipe
@@ -41,6 +42,7 @@ class TrainOptions:
     foreground: Optional[str] = None
     anomaly_prob: float = 0.5
     band_prob: float = 0.0  # share of anomalies that are a large band with a changed finish (data/synthetic.py)
+    augment: str = "none"  # views of the good images that are good parts too: "none" or e.g. "hflip,vflip" (data/augment.py)
     threshold_quantile: float = 0.99
     resume: bool = False
     progress: bool = True
@@ -78,6 +80,7 @@ class TrainOptions:
             raise ConfigError(f"device={self.device!r} asked for but torch sees no CUDA device")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers={self.workers} must be >= 0 (0: make batches in the training thread)")
+        self.augment = ",".join(parse_augment(self.augment)) or "none"  # checked, and recorded in one spelling
         if not 0.5 <= self.threshold_quantile < 1:
             raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in [0.5, 1)")
         return self

@@ -24,6 +24,7 @@ import torch
 
 from dad_edge.artifacts import checkpoint as ckpt
 from dad_edge.artifacts.atomic import remove_stale_temps
+from dad_edge.data.augment import parse_augment
 from dad_edge.data.imageio import read_image
 from dad_edge.runtime.detector import Detector
 from dad_edge.training.thresholds import detector_thresholds
@@ -89,7 +90,8 @@ class Trainer:
         self.val_frames = [read_image(s.path) for s in val_samples]
         workers = resolve_workers(opts.workers, self.device)
         self.train = SyntheticBatches(self.train_images, [s.path.stem for s in train_samples], self.synth,
-                                      self.recipe.batch_size, opts.seed, shuffle=True, workers=workers)
+                                      self.recipe.batch_size, opts.seed, shuffle=True, workers=workers,
+                                      augment=parse_augment(opts.augment))
         self.train = distributed.shard(self.train, self.ranks, self.split)  # [#16 distributed]
         # Validation sees the same synthetic anomalies every epoch (fixed seed).
         self.val = SyntheticBatches(self.val_images, [s.path.stem for s in val_samples], self.synth,
