@@ -61,7 +61,7 @@ class SyntheticBatches:
         image, view = self.images[i], None
         if self.augment:  # its own stream: without views, the anomalies are those of before
             view = draw_view(self.augment, np.random.default_rng(key + [VIEW_STREAM]))
-            image = view.apply(image)
+            image = image if view.identity else view.apply(image)  # apply() copies
         return self.synth(image, rng, self.stems[i], view) + (image,)
 
     def _collate(self, samples) -> TrainingBatch:
