@@ -59,8 +59,13 @@ class Ranks:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
-    def close(self) -> None:
+    def close(self, synchronize: bool = False) -> None:
+        """Leave the job. synchronize (after a run that ended well): wait for every rank first. A rank
+        that tears gloo down while another still works (rank 0 saving the model) can abort in gloo's
+        threads ("terminate called without an active exception", exit -6), as CI saw once."""
         if self.active and dist.is_initialized():
+            if synchronize:
+                dist.barrier()
             dist.destroy_process_group()
 
 

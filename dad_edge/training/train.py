@@ -373,9 +373,11 @@ def train(opts: TrainOptions) -> Path:
         return processes.launch(opts, n)
     trainer = Trainer(opts)
     try:
-        return trainer.run()
+        path = trainer.run()
+        trainer.ranks.close(synchronize=True)  # every rank past the last save before any leaves
+        return path
     finally:
-        trainer.ranks.close()  # [#16 distributed]
+        trainer.ranks.close()  # [#16 distributed]; after an error: at once
 
 
 def preview(opts: TrainOptions, n: int) -> List[Path]:
