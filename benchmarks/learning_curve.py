@@ -5,7 +5,8 @@ written by `dad-edge train --snapshot-minutes M` and this script reads them afte
 
 Each snapshot is scored three ways from one pass of its networks (same pre-processing as the
 Detector, maps at the model's resolution as `dad-edge eval` reports them):
-  full   the model's own map (segmentation net on cat(x, x0_ng)) and top-k score: the deployed output
+  full   the model's own map (segmentation net on cat(x, x0_ng), with its reconstruction-error term when
+         the model has one) and top-k score: the deployed output
   recon  reconstruction error alone: mean over channels of |x - x0_ng|, Gaussian-smoothed (sigma 2 px),
          top-k score
   mixed  full * (1 + recon / r99), r99 the 99th percentile of the recon map on training images:
@@ -27,12 +28,12 @@ from typing import Dict, List
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dad_edge.artifacts.checkpoint import load_model
 from dad_edge.data.imageio import read_image
 from dad_edge.data.mvtec import MVTecCategory, load_masks
 from dad_edge.model.diffusion_ad import gaussian_kernel
+from dad_edge.model.recon_term import blur
 from dad_edge.runtime import ops
 from dad_edge.training.metrics import compute_metrics
 
@@ -68,13 +69,12 @@ def maps_of(model, frames: List[np.ndarray], batch: int = 32):
         t_l = torch.full((b,), cfg.t_large, dtype=torch.long)
         rec = model.reconstruct(x, t_s, t_l, model.noise[0], model.noise[1])
         m = torch.sigmoid(rec.seg_logits)
+        if getattr(model, "recon_term", None) is not None:  # the deployed map's reconstruction-error term
+            m = model.recon_term(m, torch.cat([x, rec.x0_guided], dim=1))
         if model.smoothing is not None:
             m = model.smooth(m)
         full.append(m[:, 0].numpy())
-        r = (x - rec.x0_guided).abs().mean(dim=1, keepdim=True)
-        pad = (len(taps) - 1) // 2
-        r = F.conv2d(F.pad(r, (pad, pad, 0, 0), mode="replicate"), taps.reshape(1, 1, 1, -1))
-        r = F.conv2d(F.pad(r, (0, 0, pad, pad), mode="replicate"), taps.reshape(1, 1, -1, 1))
+        r = blur((x - rec.x0_guided).abs().mean(dim=1, keepdim=True), taps)
         recon.append(r[:, 0].numpy())
     return np.concatenate(full), np.concatenate(recon)
 

@@ -108,9 +108,10 @@ def test_test_sets_are_the_normal_class_against_the_capped_others(digits):
 def test_params_and_gflops_are_the_networks_and_the_baselines_stored_numbers(digits):
     _, _, report = digits
     rows = {r["method"]: r for r in report["rows"]}
-    stride = resolve_recipe("tiny", 32, "cpu", image_size=32).seg_stride  # the CPU recipe's segmentation input
-    for method, name, overrides in (("diffusionad", "tiny", {"seg_stride": stride}),
-                                    ("dit", "tiny-dit", {"seg_stride": stride}),
+    recipe = resolve_recipe("tiny", 32, "cpu", image_size=32)
+    # The CPU recipe's segmentation input and the map's reconstruction-error term.
+    seg = {"seg_stride": recipe.seg_stride, "recon_weight": recipe.recon_weight}
+    for method, name, overrides in (("diffusionad", "tiny", seg), ("dit", "tiny-dit", seg),
                                     ("recon", "tiny", {"method": "recon"})):
         info = model_info(preset(name, channels=1, image_size=32, **overrides))
         assert rows[method]["params M"] == info["params"] / 1e6

@@ -209,7 +209,7 @@ def _test_images(data: Path):
 def test_training_writes_a_dit_model_the_detector_scores(trained, data):
     model, meta = load_model(trained)
     assert model.cfg.backbone == "dit" and isinstance(model.unet, DiT) and meta["model"]["backbone"] == "dit"
-    assert all(k.startswith(("unet.", "segnet.", "noise")) for k in read_tensors(trained)[0])
+    assert all(k.startswith(("unet.", "segnet.", "noise", "recon_term.")) for k in read_tensors(trained)[0])
     x = torch.randn(2, model.cfg.channels, 32, 32)
     with torch.no_grad():
         assert model.unet(x, torch.tensor([200.0, 400.0])).abs().max() > 0  # trained off its zero start
@@ -219,6 +219,8 @@ def test_training_writes_a_dit_model_the_detector_scores(trained, data):
     scores = np.array([r.score for r in results])
     assert all(r.ok for r in results) and results[0].anomaly_map.shape == (32, 32)
     assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all() and scores.std() > 0
+    # The score is the mean of the map's top-k values: inside the map's range.
+    assert all(r.anomaly_map.min() - 1e-6 <= r.score <= r.anomaly_map.max() + 1e-6 for r in results)
 
 
 def test_export_and_onnxruntime_match_torch(trained, data, tmp_path):

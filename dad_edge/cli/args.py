@@ -120,6 +120,10 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--large-target", choices=("noise", "clean"),
                    help="what the large-noise U-Net pass learns on a synthetic anomaly: nothing (noise, the "
                         "paper's) or to reconstruct the clean image (clean); default: the recipe's")
+    p.add_argument("--recon-weight", type=finite_float, metavar="W",
+                   help="add the reconstruction error |x - x0|, smoothed and standardised on held-out good images, "
+                        "to the segmentation map with this weight (0: the segmentation map alone); default: the "
+                        "recipe's, 0.5 (0 for the paper presets)")
     p.add_argument("--snapshot-minutes", type=finite_float, metavar="M",
                    help="also write --out/snapshots/model_<M>min.safetensors every M training minutes")
     p.add_argument("--seed", type=int, default=0)
@@ -151,7 +155,7 @@ def training_kwargs(args) -> dict:
         data=args.data, out=args.out, epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size,
         lr_unet=args.lr_unet, lr_seg=args.lr_seg, lr_schedule=args.lr_schedule,
         warmup_fraction=args.warmup_fraction, ema_decay=args.ema_decay,
-        large_target=args.large_target, snapshot_minutes=args.snapshot_minutes,
+        large_target=args.large_target, recon_weight=args.recon_weight, snapshot_minutes=args.snapshot_minutes,
         seed=args.seed, val_fraction=args.val_fraction,
         select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
         foreground=args.foreground, anomaly_prob=args.anomaly_prob, band_prob=args.band_prob,

@@ -76,7 +76,9 @@ METHODS = ("diffusionad", "recon")  # what the model computes: DiffusionAD, or R
 RECON_ERRORS = ("squared", "ssim")
 IMAGE_SCORES = ("topk", "mean")
 # The fields only DiffusionAD reads: a recon model leaves them at their defaults (seg None) and out of to_dict.
-DIFFUSIONAD_FIELDS = ("seg", "t_small", "t_large", "guidance_w", "denoiser")
+DIFFUSIONAD_FIELDS = ("seg", "t_small", "t_large", "guidance_w", "denoiser", "recon_weight", "recon_sigma")
+# Left out of to_dict while recon_weight is 0 (the term is off): such a config reads, and hashes, as before.
+RECON_TERM_FIELDS = ("recon_weight", "recon_sigma")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,10 @@ class ModelConfig:
     guidance_w: float = 1.0  # w of the norm-guided correction
     top_k: int = 50  # image score = mean of the top_k map values (50 at 256x256 in the paper)
     smoothing_sigma: float = 0.0  # Gaussian smoothing of the map before scoring (0 = off)
+    # The map's reconstruction-error term (model/recon_term.py): seg map + recon_weight x the smoothed
+    # |x - x0_ng| standardised on held-out good images, in units of the seg map's spread there (0 = off).
+    recon_weight: float = 0.0
+    recon_sigma: float = 2.0  # Gaussian smoothing of |x - x0_ng|, pixels at image_size
     noise_seed: int = 0  # seed of the fixed noise stored with the model
     # "two_pass": the paper's norm-guided recipe (U-Net at t_s and t_l, x0_ng from both);
     # "single_pass": one U-Net pass at t_s whose output is x0_ng itself (x0-parameterised),
@@ -130,6 +136,8 @@ class ModelConfig:
             (self.guidance_w >= 0, f"guidance_w={self.guidance_w} must be >= 0"),
             (1 <= self.top_k <= self.image_size ** 2, f"top_k={self.top_k} must be in [1, image_size**2]"),
             (0 <= self.smoothing_sigma < float("inf"), f"smoothing_sigma={self.smoothing_sigma} must be a number >= 0"),
+            (0 <= self.recon_weight < float("inf"), f"recon_weight={self.recon_weight} must be a number >= 0 (0 = off)"),
+            (0 < self.recon_sigma < float("inf"), f"recon_sigma={self.recon_sigma} must be a number > 0"),
             (0 <= self.noise_seed < 2 ** 63, f"noise_seed={self.noise_seed} must be a non-negative 63-bit integer"),
             (self.denoiser in DENOISERS, f"denoiser={self.denoiser!r} must be one of {DENOISERS}"),
         ]
@@ -198,6 +206,9 @@ class ModelConfig:
             del d["unet"]
         for key in (("method", "recon") if self.method == "diffusionad" else DIFFUSIONAD_FIELDS):
             del d[key]
+        if self.method == "diffusionad" and self.recon_weight == 0:
+            for key in RECON_TERM_FIELDS:
+                del d[key]
         return d
 
     @classmethod

@@ -14,6 +14,7 @@ by every image, so the same image always gets the same score on every backend.
     networks  the U-Net at t_s (and t_l) -> eps [eps_s; eps_l], or x0 (single pass)
     combine   -> segmentation input cat(x, x0_ng)                                 (spec steps 2-5)
     segment   the segmentation net + sigmoid -> anomaly map
+              (+ the standardised reconstruction error when cfg.recon_weight > 0: model/recon_term.py)
     score     smoothing + top-k mean -> (map, score[, mask])
 
 The fused torch path (dad_edge/runtime/fused.py) calls the same steps (`run_steps`) on its
@@ -30,7 +31,6 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dad_edge.errors import ConfigError
@@ -38,6 +38,7 @@ from dad_edge.kernels.combine_ref import combine_single_pass_ref, guided_x0
 from dad_edge.kernels.score_ref import gaussian_taps
 from dad_edge.model.config import ModelConfig
 from dad_edge.model.dit import DiT
+from dad_edge.model.recon_term import ReconTerm, blur
 from dad_edge.model.schedule import NoiseSchedule, eval_coefficients
 from dad_edge.model.segnet import SegNet
 from dad_edge.model.unet import UNet, fusion_allowed
@@ -48,7 +49,9 @@ BACKBONES = {"unet": UNet, "dit": DiT}
 
 
 class PipelineOutput(NamedTuple):
-    anomaly_map: torch.Tensor  # (B, 1, H, W) per-pixel anomaly probability
+    # (B, 1, H, W) per-pixel anomaly score in [0, 1]: the segmentation net's probability, plus the
+    # reconstruction-error term (clamped) when cfg.recon_weight > 0
+    anomaly_map: torch.Tensor
     score: torch.Tensor  # (B,) image score: mean of the top-k map values
 
 
@@ -115,6 +118,8 @@ class DiffusionAD(nn.Module):
             self.register_buffer("smoothing", gaussian_kernel(cfg.smoothing_sigma), persistent=False)
         else:
             self.smoothing = None
+        # Its statistics are a persistent buffer, so only a model with the term has them (older files load).
+        self.recon_term = ReconTerm(cfg.recon_weight, cfg.recon_sigma, cfg.channels) if cfg.recon_weight > 0 else None
 
     @property
     def two_pass(self) -> bool:
@@ -186,7 +191,12 @@ class DiffusionAD(nn.Module):
         computed already; pixel_threshold: also return map >= it.
         """
         out = self.networks(x_t, self.step_embeddings(x.shape[0], emb))
-        return self.score(self.segment(self.combine(x, out, x_t, noise=noise, seg_in=seg_in)), pixel_threshold)
+        return self.score(self.anomaly_maps(self.combine(x, out, x_t, noise=noise, seg_in=seg_in)), pixel_threshold)
+
+    def anomaly_maps(self, seg_in: torch.Tensor) -> torch.Tensor:
+        """segment, with the reconstruction-error term added when the config has one -> (B, 1, S, S)."""
+        maps = self.segment(seg_in)
+        return maps if self.recon_term is None else self.recon_term(maps, seg_in)
 
     def prepare(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Spec step 1 with the fixed noise: the U-Net input [x_s; x_l] (2B, C, S, S), or x_s (B, ...)
@@ -259,10 +269,7 @@ class DiffusionAD(nn.Module):
 
     def smooth(self, m: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur of (B, 1, H, W) with edge replication."""
-        k = self.smoothing
-        r = (k.numel() - 1) // 2
-        m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="replicate"), k.reshape(1, 1, 1, -1))
-        return F.conv2d(F.pad(m, (0, 0, r, r), mode="replicate"), k.reshape(1, 1, -1, 1))
+        return blur(m, self.smoothing)
 
     # -- the fused ops ----------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ def model_info(cfg: ModelConfig) -> Dict[str, Any]:
         model(x)
     per_module = counter.get_flop_counts()
     seg_flops = sum(per_module.get(f"{type(model).__name__}.segnet", {}).values())
+    # The map's reconstruction-error term (its blur) is neither network's: in the total only.
+    term_flops = sum(per_module.get(f"{type(model).__name__}.recon_term", {}).values())
     segnet = getattr(model, "segnet", None)
     total = counter.get_total_flops()
     # The *_unet entries are the eps-predictor's, a U-Net or a DiT (`backbone`), as DiffusionAD.unet is.
@@ -40,7 +42,7 @@ def model_info(cfg: ModelConfig) -> Dict[str, Any]:
         "params_unet": count_params(model.unet),
         "params_seg": 0 if segnet is None else count_params(segnet),
         "gflops": total / 1e9,
-        "gflops_unet": (total - seg_flops) / 1e9,  # all U-Net passes (one for single_pass)
+        "gflops_unet": (total - seg_flops - term_flops) / 1e9,  # all U-Net passes (one for single_pass)
         "gflops_seg": seg_flops / 1e9,
         "unet_passes": cfg.recon.steps if cfg.method == "recon" else 1 if cfg.denoiser == "single_pass" else 2,
         "flops_counting": "2 per multiply-add; conv, matmul, attention; per image",

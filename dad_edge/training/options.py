@@ -32,6 +32,7 @@ class TrainOptions:
     channels_last: Optional[bool] = None
     large_target: Optional[str] = None  # "noise" | "clean" (training/recipe.py LARGE_TARGETS)
     seg_stride: Optional[int] = None  # the segmentation net's input pooling (SegConfig.stride); None: the recipe's
+    recon_weight: Optional[float] = None  # the map's reconstruction-error term (ModelConfig.recon_weight); None: the recipe's
     processes: Optional[Union[int, str]] = None  # CPU training processes, N or 'auto' (training/processes.py); None: 1
     seed: int = 0
     val_fraction: float = 0.1
@@ -89,7 +90,8 @@ class TrainOptions:
         """The recon method trains a plain DDPM on the good images: options of the synthetic anomalies and
         of the segmentation net would do nothing, so they are refused rather than ignored."""
         for name, default in (("texture_dir", None), ("foreground", None), ("anomaly_prob", 0.5), ("band_prob", 0.0),
-                              ("lr_seg", None), ("large_target", None), ("seg_stride", None)):
+                              ("lr_seg", None), ("large_target", None), ("seg_stride", None),
+                              ("recon_weight", None)):
             if getattr(self, name) != default:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} does not apply to --method recon "
                                   "(a plain DDPM on the good images: no synthetic anomalies, no segmentation net); "
@@ -102,11 +104,13 @@ class TrainOptions:
             self.preset, preset(self.preset).image_size, device_type, data_side, num_images, image_size=self.image_size,
             batch_size=self.batch_size, lr_unet=self.lr_unet, lr_seg=self.lr_seg, lr_schedule=self.lr_schedule,
             warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last,
-            large_target=self.large_target, seg_stride=self.seg_stride, processes=self.processes)
+            large_target=self.large_target, seg_stride=self.seg_stride, processes=self.processes,
+            recon_weight=self.recon_weight)
 
     def model_config(self, channels: int, image_size: Optional[int] = None,
-                     seg_stride: Optional[int] = None) -> ModelConfig:
-        """The preset with the overrides; image_size and seg_stride (the recipe's) where no override sets them."""
+                     seg_stride: Optional[int] = None, recon_weight: Optional[float] = None) -> ModelConfig:
+        """The preset with the overrides; image_size, seg_stride and recon_weight (the recipe's) where no
+        override sets them."""
         changes = dict(self.model_overrides)
         changes["channels"] = channels
         size = image_size or self.image_size
@@ -115,4 +119,7 @@ class TrainOptions:
         stride = seg_stride if seg_stride is not None else self.seg_stride
         if stride is not None and "seg_stride" not in changes and changes.get("method", "diffusionad") != "recon":
             changes["seg_stride"] = stride  # a recon model has no segmentation net to pool for
+        weight = recon_weight if recon_weight is not None else self.recon_weight
+        if weight is not None and "recon_weight" not in changes and changes.get("method", "diffusionad") != "recon":
+            changes["recon_weight"] = weight
         return preset(self.preset, **changes)

@@ -51,6 +51,10 @@ class Recipe:
     # default: two single-thread processes were only 1.07x one process with two threads on the 2-core
     # VM (benchmarks/cpu_processes.py). 1 on CUDA (torchrun starts one process per GPU instead).
     processes: int = 1
+    # ModelConfig.recon_weight of the trained model: the standardised reconstruction error added to the
+    # segmentation map (model/recon_term.py). 0.5 for the compact / tiny presets: on magnetic tile it lifted
+    # pixel AUROC and AU-PRO on each of 7 models (benchmarks/README.md, session 10); 0 for the paper presets.
+    recon_weight: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -59,6 +63,8 @@ class Recipe:
 SIZE_STEP = 32  # every preset's networks take multiples of 32
 CPU_SEG_STRIDE = 2  # Recipe.seg_stride of the compact / tiny presets on a CPU
 
+
+RECON_WEIGHT = 0.5  # Recipe.recon_weight of the compact / tiny presets
 
 SMALL_DATA = 256  # fewer training images than this: batches of 8, for twice the optimizer steps
 
@@ -76,12 +82,12 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
     if preset_name in ("paper", "paper-dit"):
         # 131.7 M + 28.4 M parameters: the paper's rates are the stable ones at this width.
         # The paper's objective too (noise target on normal samples only): a reproduction stays one.
-        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise", 1)
+        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise", 1, 1, 0.0)
     if device_type == "cpu":
         # 128x128 is what a 2-core CPU trains for enough epochs in half an hour (4x fewer pixels than 256).
         size = min(preset_size, 128)
-        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE)
-    return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1)
+        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE, 1, RECON_WEIGHT)
+    return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1, 1, RECON_WEIGHT)
 
 
 def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_side: Optional[int] = None,
@@ -90,12 +96,14 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
                    lr_seg: Optional[float] = None, lr_schedule: Optional[str] = None,
                    warmup_fraction: Optional[float] = None, ema_decay: Optional[float] = None,
                    channels_last: Optional[bool] = None, large_target: Optional[str] = None,
-                   seg_stride: Optional[int] = None, processes: Optional[Union[int, str]] = None) -> Recipe:
+                   seg_stride: Optional[int] = None, processes: Optional[Union[int, str]] = None,
+                   recon_weight: Optional[float] = None) -> Recipe:
     """The default recipe with every option the user set (not None) taking its place, validated."""
     base = default_recipe(preset_name, preset_size, device_type, data_side, num_images)
     given = dict(image_size=image_size, batch_size=batch_size, lr_unet=lr_unet, lr_seg=lr_seg,
                  lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, ema_decay=ema_decay,
-                 channels_last=channels_last, large_target=large_target, seg_stride=seg_stride)
+                 channels_last=channels_last, large_target=large_target, seg_stride=seg_stride,
+                 recon_weight=recon_weight)
     recipe = Recipe(**{k: (getattr(base, k) if v is None else v) for k, v in given.items()})
     if seg_stride is None and not seg_stride_fits(preset_name, recipe.image_size, recipe.seg_stride):
         recipe = replace(recipe, seg_stride=1)  # e.g. 96 px: the pooled input would not halve 5 times
@@ -121,6 +129,7 @@ def validate_recipe(r: Recipe) -> None:
         (r.large_target in LARGE_TARGETS, f"large_target={r.large_target!r} must be one of {LARGE_TARGETS}"),
         (r.seg_stride in SEG_STRIDES, f"seg_stride={r.seg_stride} must be one of {SEG_STRIDES}"),
         (r.ema_decay == 0 or 0.5 <= r.ema_decay < 1, f"ema_decay={r.ema_decay} must be 0 (off) or in [0.5, 1)"),
+        (0 <= r.recon_weight < float("inf"), f"recon_weight={r.recon_weight} must be a number >= 0 (0 = off)"),
     ]
     for ok, message in checks:
         if not ok:

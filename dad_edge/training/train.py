@@ -36,10 +36,10 @@ from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.build import build_model
 from dad_edge.data.synthetic import AnomalySynthesizer
-from dad_edge.training import distributed  # [#16 distributed]: torchrun / DDP, a no-op in one process
-from dad_edge.training import processes
+from dad_edge.training import distributed, processes  # [#16 distributed]: torchrun / DDP, a no-op in one process
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch, resolve_workers
 from dad_edge.training.ema import WeightAverage
+from dad_edge.training.map_statistics import calibrate_recon_term
 from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import lr_factor
 
@@ -76,7 +76,7 @@ class Trainer:
         # Ranks started by training/processes.py split every batch; torchrun's take batches of their own.
         self.split = self.ranks.active and processes.launched_here()
         self.recipe = replace(self.recipe, processes=self.ranks.world if self.split else 1)
-        self.cfg = opts.model_config(channels, self.recipe.image_size, self.recipe.seg_stride)
+        self.cfg = opts.model_config(channels, self.recipe.image_size, self.recipe.seg_stride, self.recipe.recon_weight)
         size = self.cfg.image_size
         recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
         self.synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
@@ -296,6 +296,7 @@ class Trainer:
         if not self.ranks.writes:  # [#16 distributed]
             return
         with self.evaluation_weights() if averaged else nullcontext(self.model):
+            calibrate_recon_term(self.model, self.val_images, self.device, self.recipe.batch_size)  # before thresholds
             with Detector.from_module(self.model, color_order="RGB", batch_size=self.recipe.batch_size) as det:
                 thresholds = detector_thresholds(det, self.val_frames, self.opts.threshold_quantile)
             record = self.training_record()

@@ -1,0 +1,38 @@
+"""The statistics of the map's reconstruction-error term, measured on held-out good images.
+
+Run by training before every save, with the weights being saved (the EMA average when EMA is on)
+and before the thresholds are set, so that the thresholds see the map the model file gives.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+
+from dad_edge.data.preprocess import OFFSET, SCALE
+
+
+@torch.no_grad()
+def calibrate_recon_term(model, images: np.ndarray, device: torch.device,
+                         batch_size: int = 16) -> Optional[Tuple[float, float, float]]:
+    """Set model.recon_term's statistics from `images` (N, S, S, C) float pixel values 0..255 (load_images)
+    -> (seg_std, error_mean, error_std); None (nothing done) when the model has no such term."""
+    term = getattr(model, "recon_term", None)
+    if term is None:
+        return None
+    was_training = model.training
+    model.eval()  # BatchNorm with its running statistics, as at inference
+
+    def pairs() -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(images), batch_size):
+            chunk = np.ascontiguousarray(images[i:i + batch_size].transpose(0, 3, 1, 2))
+            x = torch.from_numpy(chunk).to(device) * SCALE + OFFSET  # preprocess(): the same arithmetic
+            x_t = model.prepare(x)
+            seg_in = model.combine(x, model.networks(x_t, model.step_embeddings(x.shape[0])), x_t)
+            yield model.segment(seg_in), seg_in
+
+    try:
+        return term.calibrate(pairs())
+    finally:
+        model.train(was_training)
