@@ -1,0 +1,55 @@
+"""benchmarks/map_rules.py on a tiny run: every rule scored, and its deployed rule (the checkpoint's own
+recon_weight) equal to what `dad-edge eval` reports for that checkpoint."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from dad_edge.data.demo import build_demo_dataset
+from dad_edge.training.evaluate import evaluate_model
+from dad_edge.training.train import TrainOptions, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("map_rules", ROOT / "benchmarks" / "map_rules.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    data = build_demo_dataset(tmp_path_factory.mktemp("data"), size=32, n_train=10, n_test_good=4,
+                              n_test_per_defect=3)
+    out = tmp_path_factory.mktemp("run")
+    model = train(TrainOptions(data=str(data), out=str(out), preset="tiny", epochs=2, batch_size=4, progress=False,
+                               device="cpu", recon_weight=0.5))
+    return data, model
+
+
+def test_every_rule_is_scored_and_the_deployed_one_matches_eval(run, tmp_path, capsys):
+    rules = _module()
+    data, model = run
+    result = tmp_path / "rules.json"
+    assert rules.main([str(model), "--data", str(data), "--out", str(result)]) == 0
+    rows = json.loads(result.read_text())
+    expected = {"seg top-k", "seg max", "seg k50", "seg k200", "seg mean", "seg blur 2", "seg blur 4", "seg flips",
+                "recon"} | {f"seg + {w:g} recon" for w in rules.WEIGHTS}
+    assert set(rows) == expected
+    for name, per_model in rows.items():
+        image, pixel, pro, _ = per_model[str(model)]
+        assert 0 <= image <= 1 and 0 <= pixel <= 1 and 0 <= pro <= 1, name
+    # The checkpoint was trained with recon_weight 0.5: that rule is the deployed map.
+    deployed = evaluate_model(model, data)
+    image, pixel, pro, _ = rows["seg + 0.5 recon"][str(model)]
+    assert image == pytest.approx(deployed["image_auroc"], abs=1e-4)
+    assert pixel == pytest.approx(deployed["pixel_auroc"], abs=1e-4)
+    assert pro == pytest.approx(deployed["au_pro"], abs=1e-4)
+    # ... and the segmentation map alone is another map (the term changes the ranking of pixels).
+    assert rows["seg top-k"][str(model)][1] != pytest.approx(pixel, abs=1e-6)
+    assert "mean difference to seg top-k" in capsys.readouterr().out
