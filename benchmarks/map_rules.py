@@ -87,11 +87,10 @@ def rules(model, test_frames, val_frames) -> Dict[str, Callable[[], Tuple[np.nda
         out[f"seg blur {sigma}"] = lambda s=sigma: (lambda b: (b, top_k(b, k)))(blurred(s))
     f = flipped[:, 0].numpy()
     out["seg flips"] = lambda: (f, top_k(f, k))
-    # The term alone: seg_std 1 and the map 0, i.e. the standardised error.
+    # The standardised error alone (the term before its weight, unclamped).
     alone = ReconTerm(1.0, 2.0, model.cfg.channels)
-    alone.calibrate([(val_seg, val_in)])
-    alone.stats[0] = 1.0
-    r = alone(torch.zeros_like(seg), seg_in)[:, 0].numpy()
+    _, mean, std = alone.calibrate([(val_seg, val_in)])
+    r = ((alone.error(seg_in) - mean) / std)[:, 0].numpy()
     out["recon"] = lambda: (r, top_k(r, k))
     for w in WEIGHTS:
         out[f"seg + {w:g} recon"] = lambda w=w: (lambda t: (t, top_k(t, k)))(with_term(w))

@@ -53,7 +53,8 @@ class Recipe:
     processes: int = 1
     # ModelConfig.recon_weight of the trained model: the standardised reconstruction error added to the
     # segmentation map (model/recon_term.py). 0.5 for the compact / tiny presets: on magnetic tile it lifted
-    # pixel AUROC and AU-PRO on each of 7 models (benchmarks/README.md, session 10); 0 for the paper presets.
+    # pixel AUROC and AU-PRO on each of 9 models, image AUROC -0.005 in the mean (benchmarks/README.md,
+    # session 10); 0 for the paper presets, which reproduce the paper.
     recon_weight: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
