@@ -2,7 +2,6 @@
 full scoring equal to the Detector's (what `dad-edge eval` reports)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,15 +9,12 @@ import pytest
 
 from dad_edge.data.demo import build_demo_dataset
 from dad_edge.training.train import TrainOptions, train
+from training_support import benchmark_module
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("learning_curve", ROOT / "benchmarks" / "learning_curve.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_module("learning_curve")
 
 
 @pytest.fixture(scope="module")

@@ -2,24 +2,19 @@
 recon_weight) equal to what `dad-edge eval` reports for that checkpoint."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from dad_edge.data.demo import build_demo_dataset
 from dad_edge.training.evaluate import evaluate_model
 from dad_edge.training.train import TrainOptions, train
+from training_support import benchmark_module
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("map_rules", ROOT / "benchmarks" / "map_rules.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_module("map_rules")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """The map's reconstruction-error term (model/recon_term.py): formula, calibration, training, every backend."""
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +7,6 @@ import torch
 
 from dad_edge.artifacts.checkpoint import load_model
 from dad_edge.cli import main
-from dad_edge.data.demo import build_demo_dataset
 from dad_edge.data.mvtec import MVTecCategory, load_images
 from dad_edge.data.preprocess import preprocess_batch
 from dad_edge.errors import ConfigError
@@ -18,6 +16,7 @@ from dad_edge.model.build import build_model
 from dad_edge.model.config import ModelConfig, preset
 from dad_edge.training.map_statistics import calibrate_recon_term
 from dad_edge.training.train import TrainOptions, train
+from training_support import good_only_demo
 
 COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu", lr_schedule="constant", warmup_fraction=0.0)
 
@@ -87,11 +86,7 @@ def test_config_fields_are_checked_and_left_out_when_off():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = build_demo_dataset(tmp_path_factory.mktemp("data"), size=32, n_train=12, n_test_good=4,
-                              n_test_per_defect=3)
-    shutil.rmtree(root / "test")
-    shutil.rmtree(root / "ground_truth")
-    return root
+    return good_only_demo(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import torch
 
 from dad_edge.artifacts.checkpoint import load_model, read_tensors
 from dad_edge.data.mvtec import MVTecCategory, load_images
-from dad_edge.data.demo import build_demo_dataset
 from dad_edge.errors import CheckpointError, ConfigError
 from dad_edge.data.imageio import read_image
 from dad_edge.training.batches import to_model_range
 from dad_edge.training.train import TrainOptions, Trainer, preview, train
+from training_support import good_only_demo
 
 # CPU: bit-exact resume is a CPU promise (cuDNN and mixed precision need not be deterministic).
 # A constant rate without warm-up: these tests stop a run early by giving it a smaller epoch budget,
@@ -21,12 +21,7 @@ COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu", lr_sche
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = build_demo_dataset(tmp_path_factory.mktemp("data"), size=32, n_train=12, n_test_good=4,
-                              n_test_per_defect=3)
-    # Training must never read the test split: take it away.
-    shutil.rmtree(root / "test")
-    shutil.rmtree(root / "ground_truth")
-    return root
+    return good_only_demo(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,28 @@
+"""Helpers for the tests of training runs and of the benchmark scripts that read them."""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+from dad_edge.data.demo import build_demo_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def good_only_demo(tmp_path_factory) -> Path:
+    """A 32 px demo category of 12 good training images with its test split taken away: training
+    must never read it."""
+    root = build_demo_dataset(tmp_path_factory.mktemp("data"), size=32, n_train=12, n_test_good=4,
+                              n_test_per_defect=3)
+    shutil.rmtree(root / "test")
+    shutil.rmtree(root / "ground_truth")
+    return root
+
+
+def benchmark_module(name: str):
+    """benchmarks/<name>.py imported as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
