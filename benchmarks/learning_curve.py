@@ -33,7 +33,7 @@ from dad_edge.artifacts.checkpoint import load_model
 from dad_edge.data.imageio import read_image
 from dad_edge.data.mvtec import MVTecCategory, load_masks
 from dad_edge.model.diffusion_ad import gaussian_kernel
-from dad_edge.model.recon_term import blur
+from dad_edge.model.recon_term import reconstruction_error
 from dad_edge.runtime import ops
 from dad_edge.training.metrics import compute_metrics
 
@@ -74,7 +74,7 @@ def maps_of(model, frames: List[np.ndarray], batch: int = 32):
         if model.smoothing is not None:
             m = model.smooth(m)
         full.append(m[:, 0].numpy())
-        r = blur((x - rec.x0_guided).abs().mean(dim=1, keepdim=True), taps)
+        r = reconstruction_error(x, rec.x0_guided, taps)
         recon.append(r[:, 0].numpy())
     return np.concatenate(full), np.concatenate(recon)
 

@@ -43,22 +43,23 @@ WEIGHTS = (0.25, 0.5, 1.0)
 
 
 @torch.no_grad()
-def maps_and_inputs(model, frames: List[np.ndarray], flips=((),), batch: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(segmentation maps (N, 1, S, S) averaged over `flips`, seg_in (N, 2C, S, S) without a flip)."""
-    cfg, maps, inputs = model.cfg, [], []
+def maps_and_inputs(model, frames: List[np.ndarray], flips=((),),
+                    batch: int = 32) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(segmentation maps (N, 1, S, S), the same averaged over `flips`, seg_in (N, 2C, S, S)) from one pass
+    per flip; flips[0] must be () (the unflipped input)."""
+    cfg, plain, averaged, inputs = model.cfg, [], [], []
     for i in range(0, len(frames), batch):
         x = torch.from_numpy(ops.preprocess(frames[i:i + batch], cfg.image_size, cfg.channels, "RGB"))
         acc = 0
         for dims in flips:
-            xf = torch.flip(x, dims) if dims else x
-            x_t = model.prepare(xf)
-            seg_in = model.combine(xf, model.networks(x_t, model.step_embeddings(xf.shape[0])), x_t)
+            seg_in = model.segmentation_input(torch.flip(x, dims) if dims else x)
             m = model.segment(seg_in).float()
             acc = acc + (torch.flip(m, dims) if dims else m)
             if not dims:
+                plain.append(m)
                 inputs.append(seg_in.float())
-        maps.append(acc / len(flips))
-    return torch.cat(maps), torch.cat(inputs)
+        averaged.append(acc / len(flips))
+    return torch.cat(plain), torch.cat(averaged), torch.cat(inputs)
 
 
 def top_k(maps: np.ndarray, k: int) -> np.ndarray:
@@ -67,9 +68,8 @@ def top_k(maps: np.ndarray, k: int) -> np.ndarray:
 
 def rules(model, test_frames, val_frames) -> Dict[str, Callable[[], Tuple[np.ndarray, np.ndarray]]]:
     k = model.cfg.top_k
-    seg, seg_in = maps_and_inputs(model, test_frames)
-    val_seg, val_in = maps_and_inputs(model, val_frames)
-    flipped = maps_and_inputs(model, test_frames, FLIPS)[0]
+    seg, flipped, seg_in = maps_and_inputs(model, test_frames, FLIPS)
+    val_seg, _, val_in = maps_and_inputs(model, val_frames)
     m = seg[:, 0].numpy()
 
     def blurred(sigma):

@@ -13,10 +13,6 @@ from training_support import benchmark_module
 
 
 
-def _module():
-    return benchmark_module("map_rules")
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     data = build_demo_dataset(tmp_path_factory.mktemp("data"), size=32, n_train=10, n_test_good=4,
@@ -28,7 +24,7 @@ def run(tmp_path_factory):
 
 
 def test_every_rule_is_scored_and_the_deployed_one_matches_eval(run, tmp_path, capsys):
-    rules = _module()
+    rules = benchmark_module("map_rules")
     data, model = run
     result = tmp_path / "rules.json"
     assert rules.main([str(model), "--data", str(data), "--out", str(result)]) == 0

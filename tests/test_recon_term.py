@@ -30,8 +30,7 @@ def _reference_error(seg_in: np.ndarray, channels: int, sigma: float) -> np.ndar
 def _pieces(model, x):
     """(segmentation map (B, 1, S, S), seg_in) of the model's own steps."""
     with torch.no_grad():
-        x_t = model.prepare(x)
-        seg_in = model.combine(x, model.networks(x_t, model.step_embeddings(x.shape[0])), x_t)
+        seg_in = model.segmentation_input(x)
         return model.segment(seg_in), seg_in
 
 

@@ -193,6 +193,11 @@ class DiffusionAD(nn.Module):
         out = self.networks(x_t, self.step_embeddings(x.shape[0], emb))
         return self.score(self.anomaly_maps(self.combine(x, out, x_t, noise=noise, seg_in=seg_in)), pixel_threshold)
 
+    def segmentation_input(self, x: torch.Tensor) -> torch.Tensor:
+        """prepare, networks and combine on x (B, C, S, S) in [-1, 1] -> cat(x, x0_ng) (B, 2C, S, S)."""
+        x_t = self.prepare(x)
+        return self.combine(x, self.networks(x_t, self.step_embeddings(x.shape[0])), x_t)
+
     def anomaly_maps(self, seg_in: torch.Tensor) -> torch.Tensor:
         """segment, with the reconstruction-error term added when the config has one -> (B, 1, S, S)."""
         maps = self.segment(seg_in)

@@ -28,8 +28,7 @@ def calibrate_recon_term(model, images: np.ndarray, device: torch.device,
         for i in range(0, len(images), batch_size):
             chunk = np.ascontiguousarray(images[i:i + batch_size].transpose(0, 3, 1, 2))
             x = torch.from_numpy(chunk).to(device) * SCALE + OFFSET  # preprocess(): the same arithmetic
-            x_t = model.prepare(x)
-            seg_in = model.combine(x, model.networks(x_t, model.step_embeddings(x.shape[0])), x_t)
+            seg_in = model.segmentation_input(x)
             yield model.segment(seg_in), seg_in
 
     try:

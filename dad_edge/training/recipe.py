@@ -83,12 +83,13 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
     if preset_name in ("paper", "paper-dit"):
         # 131.7 M + 28.4 M parameters: the paper's rates are the stable ones at this width.
         # The paper's objective too (noise target on normal samples only): a reproduction stays one.
-        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise", 1, 1, 0.0)
+        return Recipe(preset_size, batch, 1e-4, 1e-4, "constant", 0.02, 0.0, device_type == "cpu", "noise", 1)
     if device_type == "cpu":
         # 128x128 is what a 2-core CPU trains for enough epochs in half an hour (4x fewer pixels than 256).
         size = min(preset_size, 128)
-        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE, 1, RECON_WEIGHT)
-    return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1, 1, RECON_WEIGHT)
+        return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE,
+                      recon_weight=RECON_WEIGHT)
+    return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1, recon_weight=RECON_WEIGHT)
 
 
 def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_side: Optional[int] = None,
