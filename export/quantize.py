@@ -10,13 +10,17 @@ ONNX Runtime's documented recipe (onnxruntime.ai/docs/performance/model-optimiza
    Weights int8, symmetric, one scale per output channel; activations uint8 with MinMax
    ranges collected over good images pre-processed exactly as the Detector does
    (ops.preprocess, pixel values 0..255: the graph normalises inside).
-3. Only the networks' Conv and MatMul nodes are quantised (nodes_to_quantize), and not the
+3. Only the networks' convolutions are quantised (nodes_to_quantize), and not the
    layers at the networks' edges: the float region is every node reachable from the graph's
    input (normalisation, fixed noise, combine) or reaching its outputs (sigmoid, smoothing,
    top-k score) without passing through a Conv/MatMul; the layers that read or write that
    region (U-Net in and out, the segmentation net's first layer and head) stay float, so no
    quantisation step touches the image-space tensors: the noised inputs, the predicted noise,
-   the combine's output and the map's logits.
+   the combine's output and the map's logits. The attention products (MatMul) stay float too:
+   ONNX Runtime turns the Softmax between two quantised products into a QLinearSoftmax that ran
+   3.5x slower than the float one, and the quantise / dequantise steps around them cost more than
+   the integer products save (measured: compact at batch 1, INT8 over fp32 1.02-1.05x with them
+   quantised, 1.08-1.17x without; benchmarks/README.md, "CPU INT8 and OpenVINO").
 4. The fp32 file's metadata travels into the INT8 file (metadata_props, as export_onnx writes
    it) with export.precision "int8", export.int8 true, the number of calibration images and a
    "quantization" section saying how.
@@ -43,7 +47,8 @@ from dad_edge.errors import BackendError, ConfigError, DadEdgeError, DataError
 from dad_edge.runtime import ops
 from dad_edge.runtime.backends.base import INPUT_NAME
 
-LAYER_OPS = ("Conv", "MatMul")  # what is quantised: the networks' convolutions and attention products
+LAYER_OPS = ("Conv", "MatMul")  # the networks' layers: where the float pre- and post-processing ends
+QUANTISED_OPS = ("Conv",)  # what is quantised among them (module doc, point 3)
 SHAPE_OPS = ("Shape", "Size")  # they read a tensor's shape, not its values: no data flows through them
 CALIBRATION_BATCH = 8  # images per calibration run: ranges are the same, fewer session calls
 MAX_HELD_BATCHES = 4  # CalibMaxIntermediateOutputs: merge ranges every few batches (bounded memory)
@@ -145,12 +150,12 @@ def float_region(graph) -> Set[str]:
 
 
 def layers_to_quantize(graph) -> List[str]:
-    """Conv/MatMul nodes that neither read nor write a tensor of float_region (see the module doc)."""
+    """Conv nodes that neither read nor write a tensor of float_region (see the module doc)."""
     region = float_region(graph)
     by_name = {node.name: node for node in graph.node}
     region_outputs = {t for name in region for t in by_name[name].output}
     region_inputs = {t for name in region for t in by_name[name].input}
-    return [node.name for node in graph.node if node.op_type in LAYER_OPS
+    return [node.name for node in graph.node if node.op_type in QUANTISED_OPS
             and not region_outputs.intersection(node.input) and not region_inputs.intersection(node.output)]
 
 
@@ -195,7 +200,7 @@ def quantize_onnx(onnx_path: Union[str, Path], out: Union[str, Path], calib: Uni
         quantize_static(
             str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_quantize=layers, op_types_to_quantize=list(LAYER_OPS),
+            nodes_to_quantize=layers, op_types_to_quantize=list(QUANTISED_OPS),
             extra_options={"CalibMaxIntermediateOutputs": MAX_HELD_BATCHES},
         )
         proto = onnx.load(str(quantized))
@@ -206,7 +211,8 @@ def quantize_onnx(onnx_path: Union[str, Path], out: Union[str, Path], calib: Uni
         "calibration_images": reader.used, "calibration_skipped": len(reader.skipped),
         "calibration_source": calib.name,
         "quantized_layers": len(layers),
-        "float_layers": sorted(n.name for n in graph.node if n.op_type in LAYER_OPS and n.name not in layers),
+        "quantised_ops": list(QUANTISED_OPS),
+        "float_layers": sorted(n.name for n in graph.node if n.op_type in QUANTISED_OPS and n.name not in layers),
     }
     new_meta = md.derive_metadata(meta, "onnx", export=export, quantization=quantization)
     proto.producer_name = "dad_edge"

@@ -67,8 +67,9 @@ def test_qdq_around_the_networks_layers_only(files):
     for n in convs:
         if n.name in EDGE_LAYERS:  # float in, float weights, float out: nothing image-space is rounded
             assert producer.get(n.input[0]) not in QDQ and n.output[0] not in reads_q, n.name
-    matmuls = [n for n in graph.node if n.op_type == "MatMul"]  # the attention products
-    assert matmuls and all(producer.get(i) == "DequantizeLinear" for n in matmuls for i in n.input)
+    # The attention products stay float (quantised, they ran slower: export/quantize.py's doc).
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    assert matmuls and not [n.name for n in matmuls if any(producer.get(i) in QDQ for i in n.input)]
     # Normalisation, noise, combine, sigmoid and top-k score: no quantisation step on the way.
     reach = _unquantised_reach(graph)
     assert {"TopK", "Sigmoid", "Concat", "Mul", "Add"} <= {n.op_type for n in reach.values()}
@@ -82,6 +83,7 @@ def test_metadata_travels_and_records_int8(files):
     assert meta["export"]["precision"] == "int8" and meta["export"]["int8"] is True
     assert meta["export"]["calibration_images"] == 12 and meta["quantization"]["calibration_images"] == 12
     assert meta["quantization"]["format"] == "QDQ" and meta["quantization"]["float_layers"] == sorted(EDGE_LAYERS)
+    assert meta["quantization"]["quantised_ops"] == ["Conv"]
     assert meta["model"] == fp32["model"] and meta["thresholds"] == fp32["thresholds"]
     with pytest.raises(ConfigError, match="already int8"):
         quantize_onnx(files["int8"], files["tmp"] / "again.onnx", files["category"])
