@@ -12,8 +12,9 @@ device) and times, per optimizer step:
 
 Then the variants, side by side in one run in interleaved rounds of a few steps each (A, B, C, A, B, C, ...) so that
 other load on the machine hits both alike: eager vs `torch.compile` of the model's training
-forward, synthesis in the training thread (workers 0) vs one worker thread ahead of it, and the
-segmentation net on a 2x pooled input (--seg-stride 2).
+forward, synthesis in the training thread (workers 0) vs one worker thread ahead of it, the
+segmentation net on a 2x pooled input (--seg-stride 2), and float32 (--no-amp) beside the default
+precision (bfloat16 autocast on a CPU with AMX: dad_edge/training/precision.py).
 
     python benchmarks/profile_train_step.py                       # magnetic tile, 12 steps each
     python benchmarks/profile_train_step.py --data DIR --steps 20 --no-compile
@@ -35,12 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "magnetic_tile"
 
 
-def build_trainer(data: str, workers: int, out: str, **model_overrides):
+def build_trainer(data: str, workers: int, out: str, amp: bool = True, **model_overrides):
     from dad_edge.training.options import TrainOptions
     from dad_edge.training.train import Trainer
 
     return Trainer(TrainOptions(data=data, out=out, epochs=1, device="cpu", workers=workers, progress=False,
-                                model_overrides=model_overrides))
+                                amp=amp, model_overrides=model_overrides))
 
 
 class Stopwatch:
@@ -181,13 +182,15 @@ def main(argv=None) -> int:
     if not Path(args.data).is_dir():
         print(f"--data {args.data}: not a folder (an MVTec-layout category)", file=sys.stderr)
         return 2
+    from dad_edge.training import precision
     from dad_edge.training.compare import cpu_name
 
     base = build_trainer(args.data, 0, args.out)
     r = base.recipe
     print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"recipe: {r.image_size}x{r.image_size}, {base.cfg.channels} channel(s), batch {r.batch_size}, "
-          f"channels_last {r.channels_last}, large target {r.large_target}", flush=True)
+          f"channels_last {r.channels_last}, large target {r.large_target}, "
+          f"precision {precision.describe(base.amp_dtype if base.use_amp else None)}", flush=True)
 
     prof = profile_phases(base, args.steps)
     total = sum(prof["phases"].values())
@@ -198,7 +201,8 @@ def main(argv=None) -> int:
         print(f"| {name} | {1000 * sec / prof['steps']:.1f} | {100 * sec / total:.0f} % |")
 
     variants = {"eager, workers 0": (base, None), "eager, workers 1": (build_trainer(args.data, 1, args.out), None),
-                "eager, workers 0, seg stride 2": (build_trainer(args.data, 0, args.out, seg_stride=2), None)}
+                "eager, workers 0, seg stride 2": (build_trainer(args.data, 0, args.out, seg_stride=2), None),
+                "eager, workers 0, float32 (--no-amp)": (build_trainer(args.data, 0, args.out, amp=False), None)}
     if not args.no_compile:
         compiled = build_trainer(args.data, 0, args.out)
         variants["torch.compile, workers 0"] = (compiled, torch.compile(compiled.model.reconstruct))

@@ -131,7 +131,8 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--select", choices=("val", "last"), default="val",
                    help="keep the lowest validation loss (default) or the last epoch; never the test set")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--no-amp", action="store_true",
+                   help="train in float32 (default: bfloat16 / float16 autocast on CUDA, bfloat16 on CPUs with AMX)")
     p.add_argument("--texture-dir", help="folder of texture images (e.g. DTD) as anomaly sources")
     p.add_argument("--foreground", help="'otsu', or a folder of foreground masks named like the images")
     p.add_argument("--anomaly-prob", type=finite_float, default=0.5, help="fraction of synthetic anomalous samples")

@@ -38,7 +38,7 @@ class TrainOptions:
     val_fraction: float = 0.1
     select: str = "val"  # "val": lowest validation loss; "last": the last epoch
     device: str = "auto"
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # mixed precision on CUDA and on CPUs with AMX (training/precision.py)
     texture_dir: Optional[str] = None
     foreground: Optional[str] = None
     anomaly_prob: float = 0.5

@@ -1,7 +1,7 @@
 """Training: the paper's joint objective on good images plus synthetic anomalies.
 
 `DiffusionAD` is the pure module; this file wraps it with data, the loss, Adam, mixed
-precision on CUDA, validation on held-out good images, checkpoint selection that never
+precision (training/precision.py), validation on held-out good images, checkpoint selection that never
 looks at the test set, atomic checkpoints and resume.
 
 Files written to `out/`:
@@ -36,7 +36,7 @@ from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.build import build_model
 from dad_edge.data.synthetic import AnomalySynthesizer
-from dad_edge.training import distributed, processes  # [#16 distributed]: torchrun / DDP, a no-op in one process
+from dad_edge.training import distributed, precision, processes  # [#16 distributed]: DDP, no-op in 1 process
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch, resolve_workers
 from dad_edge.training.ema import WeightAverage
 from dad_edge.training.map_statistics import calibrate_recon_term
@@ -107,8 +107,8 @@ class Trainer:
         self.ema = WeightAverage(self.model, self.recipe.ema_decay) if self.recipe.ema_decay > 0 else None
         self.steps = 0  # optimizer steps taken, summed over resumed runs
         self.snapshots_written = 0
-        self.use_amp = opts.amp and self.device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        amp = precision.autocast_dtype(self.device, opts.amp)  # CUDA, or a CPU with AMX: bf16 / fp16
+        self.use_amp, self.amp_dtype = amp is not None, amp or torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.epoch = 0  # finished epochs
         self.elapsed = 0.0  # training seconds, summed over resumed runs
@@ -282,8 +282,8 @@ class Trainer:
             "best_val_loss": self.best_val,
             "train_seconds": round(self.elapsed, 1),
             "device": str(self.device),
-            "processes": self.ranks.world,
-            "steps": self.steps,
+            "processes": self.ranks.world, "steps": self.steps,
+            "precision": precision.describe(self.amp_dtype if self.use_amp else None),
             "recipe": self.recipe.to_dict(),
             "options": {k: v for k, v in asdict(self.opts).items() if k not in ("resume", "progress")},
         }
