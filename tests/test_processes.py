@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.distributed  # noqa: E402
 
+from dad_edge.artifacts.atomic import remove_stale_temps  # noqa: E402
 from dad_edge.artifacts.checkpoint import read_tensors  # noqa: E402
 from dad_edge.data.demo import build_demo_dataset  # noqa: E402
 from dad_edge.data.synthetic import AnomalySynthesizer  # noqa: E402
@@ -176,6 +178,7 @@ def _alive(pid: int) -> bool:
 def test_killing_the_launcher_leaves_no_rank_running(data, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != processes.ENV_DEFAULT}
     env["OMP_NUM_THREADS"] = "1"
+    in_tmp = set(Path(tempfile.gettempdir()).glob("dad-edge-rank*"))
     launcher = subprocess.Popen([sys.executable, "-m", "dad_edge", "train", "--data", str(data), "--out",
                                  str(tmp_path / "run"), "--preset", "tiny", "--epochs", "1000", "--batch-size", "8",
                                  "--processes", "2", "--quiet"], env=env, stdout=subprocess.DEVNULL,
@@ -194,6 +197,13 @@ def test_killing_the_launcher_leaves_no_rank_running(data, tmp_path):
         while time.time() < deadline and any(_alive(p) for p in ranks):
             time.sleep(0.2)
         assert not any(_alive(p) for p in ranks)
+        # The killed launcher's per-rank error files stay in the run's folder, named as stale temporary
+        # files, and the next run there removes them (nothing is left in the system's temp folder).
+        left = sorted(p.name for p in (tmp_path / "run").glob(f".rank*-error.{launcher.pid}.*.tmp"))
+        assert [n.split("-")[0] for n in left] == [".rank0", ".rank1"]
+        assert set(Path(tempfile.gettempdir()).glob("dad-edge-rank*")) <= in_tmp  # where they used to go
+        removed = remove_stale_temps(tmp_path / "run")
+        assert sorted(p.name for p in removed) == left
     finally:
         if launcher.poll() is None:
             launcher.kill()

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 from dad_edge import errors
+from dad_edge.artifacts.atomic import TEMP_SUFFIX
 from dad_edge.errors import ConfigError, TrainingError
 
 ENV_DEFAULT = "DAD_EDGE_CPU_PROCESSES"  # the default process count on a CPU: N or auto (unset: 1)
@@ -152,14 +153,19 @@ def launch(opts, processes: int) -> Path:
     procs: List[subprocess.Popen] = []
     logs = []
     error_files = []
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
     try:
         for rank in range(processes):
-            err = tempfile.NamedTemporaryFile(prefix=f"dad-edge-rank{rank}-", suffix=".json", delete=False)
-            err.close()
-            error_files.append(err.name)
+            # In the run's folder, named as atomic.py names temporary files (with this launcher's PID):
+            # if the launcher is SIGKILLed before its `finally`, the next run there removes them
+            # (Trainer.run's remove_stale_temps) instead of leaving them in /tmp for good.
+            fd, name = tempfile.mkstemp(prefix=f".rank{rank}-error.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=out)
+            os.close(fd)
+            error_files.append(name)
             env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes),
                    "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                   "OMP_NUM_THREADS": str(threads), ENV_SPLIT: "1", ENV_ERROR_FILE: err.name,
+                   "OMP_NUM_THREADS": str(threads), ENV_SPLIT: "1", ENV_ERROR_FILE: name,
                    ENV_PARENT: str(os.getpid()), "DAD_EDGE_RANK_CORES": ",".join(map(str, cores[rank]))}
             log = None if rank == 0 else tempfile.TemporaryFile(mode="w+")
             logs.append(log)
