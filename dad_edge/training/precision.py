@@ -4,8 +4,8 @@
 - CPUs with AMX tiles (Intel Xeon since Sapphire Rapids): bfloat16. oneDNN runs the convolutions
   and products of a bfloat16 autocast region on the tile units (measured: benchmarks/README.md,
   session 11).
-- Other CPUs: float32. Without AMX, bfloat16 is emulated or runs on AVX-512 units no faster
-  than float32, so nothing is gained for the rounding.
+- Other CPUs: float32, as before. Without AMX tiles bfloat16 is emulated or runs on the vector
+  units, where a gain was not measured; the rounding is only worth taking for a measured speed-up.
 
 Only the networks' forward runs in the lower precision (the Trainer's autocast region); weights,
 optimizer state, losses and everything evaluated or saved stay float32.
