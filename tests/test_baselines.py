@@ -10,6 +10,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from dad_edge.artifacts.atomic import is_temp_file
 from dad_edge.artifacts.metadata import META_KEY
 from dad_edge.baselines.artifact import is_baseline_file, load_baseline, save_baseline
 from dad_edge.baselines.copod import CopodBaseline, skewness
@@ -23,6 +24,7 @@ from dad_edge.data.demo import build_demo_dataset
 from dad_edge.data.imageio import read_image
 from dad_edge.errors import CheckpointError
 from dad_edge.training.metrics import roc_auc
+from fs_watch import created_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,6 +130,12 @@ def _fitted(method, tmp_path, seed=0):
     detector = METHODS[method].fit(feats(frames), seed=3)
     path = save_baseline(tmp_path / "baseline.safetensors", feats, detector, {"num_images": 16})
     return path, feats, detector
+
+
+def test_a_save_creates_only_files_a_later_run_can_clean_up(tmp_path):
+    # As tests/test_checkpoint.py: no temporary file of safetensors' own (it has no PID in its name).
+    names = created_names(tmp_path, lambda: _fitted("copod", tmp_path))
+    assert names and all(n == "baseline.safetensors" or is_temp_file(n) for n in names), names
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

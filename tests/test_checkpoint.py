@@ -8,13 +8,14 @@ import torch
 from safetensors.torch import save_file
 
 from dad_edge.artifacts import checkpoint as ckpt
-from dad_edge.artifacts.atomic import atomic_path, write_bytes_atomic
+from dad_edge.artifacts.atomic import atomic_path, is_temp_file, write_bytes_atomic
 from dad_edge.model.config import preset
 from dad_edge.errors import CheckpointError
 from dad_edge.artifacts.metadata import Thresholds, build_metadata
 from dad_edge.model.diffusion_ad import DiffusionAD
 from dad_edge.version import FORMAT_VERSION
 from deploy_support import engine_meta
+from fs_watch import created_names
 
 
 def _model(seed=0, **changes):
@@ -212,6 +213,16 @@ def test_metadata_with_bad_threshold(tmp_path):
     path = _with_meta(tmp_path, json.dumps(meta))
     with pytest.raises(CheckpointError, match="threshold image"):
         ckpt.load_model(path)
+
+
+def test_a_save_creates_only_files_a_later_run_can_clean_up(tmp_path):
+    # safetensors' own save_file writes through a temporary file of its own (".tmpXXXXXX", no PID):
+    # a SIGKILL inside it left that file in the run folder for good (found by the fault-injection
+    # test). Every name a save creates must be the target or a temporary file remove_stale_temps knows.
+    path = tmp_path / "model.safetensors"
+    names = created_names(tmp_path, lambda: ckpt.save_model(path, _model(), build_metadata(preset("tiny"))))
+    assert names and all(n == path.name or is_temp_file(n) for n in names), names
+    assert _leftovers(tmp_path) == []
 
 
 def test_weights_that_do_not_match_the_config(tmp_path):

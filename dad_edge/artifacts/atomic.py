@@ -62,8 +62,8 @@ def atomic_path(path) -> Iterator[Path]:
         try:
             yield Path(tmp)
             _test_delay()
-            # mkstemp makes the file 0600 (and some writers, safetensors among them, replace
-            # it with a 0600 file of their own): give it the mode a plain open() would give, or
+            # mkstemp makes the file 0600 (and a writer may replace it with a 0600 file of its
+            # own): give it the mode a plain open() would give, or
             # the replaced file's, so that a model trained by one user can be served by another.
             os.chmod(tmp, mode)
         except OSError as exc:  # the writer's or ours: full disk, file-size limit (EFBIG), permissions

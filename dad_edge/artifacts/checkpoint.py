@@ -20,13 +20,16 @@ from dad_edge.artifacts.metadata import META_KEY
 def save_tensors(path, tensors: Dict[str, "torch.Tensor"], meta: Dict[str, Any]) -> None:
     """Atomically write tensors + metadata (already validated) as safetensors."""
     from safetensors import SafetensorError
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    # Serialised in memory and written by us: safetensors' own save_file writes through a temporary
+    # file of its own (.tmpXXXXXX, no PID), which a SIGKILL inside it would leave behind unremovable.
+    data = save(tensors, metadata={META_KEY: md.dumps(meta)})
     with atomic_path(path) as tmp:
         try:
-            save_file(tensors, str(tmp), metadata={META_KEY: md.dumps(meta)})
-        except SafetensorError as exc:  # its I/O errors (a full disk, a file-size limit) are not OSErrors
+            tmp.write_bytes(data)
+        except (OSError, SafetensorError) as exc:  # a full disk, a file-size limit
             raise write_error(Path(path), exc) from None
 
 

@@ -61,14 +61,15 @@ def build_metadata(features: PixelFeatures, detector: BaselineDetector, training
 
 def save_baseline(path, features: PixelFeatures, detector: BaselineDetector, training: Dict[str, Any]) -> Path:
     """Atomically write `path`; returns it."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     meta = build_metadata(features, detector, training)
     arrays = {"features.mean": features.mean, "features.std": features.std}
     arrays.update({f"{detector.name}.{k}": v for k, v in detector.arrays().items()})
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    data = save(arrays, metadata={META_KEY: json.dumps(meta, sort_keys=True)})  # not save_file: see checkpoint.py
     with atomic_path(path) as tmp:
-        save_file(arrays, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+        tmp.write_bytes(data)
     return Path(path)
 
 
