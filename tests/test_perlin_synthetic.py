@@ -237,3 +237,59 @@ def test_bands_with_donors_are_another_images_surface():
         synth.use_donors(images[:1])
     with pytest.raises(DataError, match="use_donors"):
         synth.use_donors(np.zeros((3, S + 1, S + 1, 1), np.float32))
+
+
+def _textured(seed, gain=1.0):
+    """A ground-surface-like image: vertical streaks plus noise, contrast scaled by `gain`."""
+    rng = np.random.default_rng(seed)
+    streaks = rng.normal(0, 12, (1, S)) + rng.normal(0, 6, (S, S))
+    return np.clip(110 + gain * streaks, 0, 255).astype(np.uint8)[:, :, None]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_poisson_patch_labels_where_the_paste_changed_the_image(channels):
+    from dad_edge.data.poisson_patch import CHANGE_THRESHOLD, poisson_patch
+    labelled = 0
+    for seed in range(12):
+        img = np.repeat(_textured(seed), channels, axis=2)
+        donor = np.repeat(_textured(100 + seed, gain=2.5), channels, axis=2)  # a rougher finish
+        out = poisson_patch(img, donor, np.random.default_rng(seed))
+        again = poisson_patch(img, donor, np.random.default_rng(seed))
+        if out is None:
+            assert again is None
+            continue
+        aug, mask = out
+        np.testing.assert_array_equal(aug, again[0])  # deterministic for a seed
+        assert aug.shape == img.shape and aug.dtype == np.float32 and set(np.unique(mask)) <= {0.0, 1.0}
+        change = np.abs(aug - img).mean(axis=2)
+        # One pasted rectangle: nothing changed outside its bounding box, the label inside it.
+        ys, xs = np.nonzero(change)
+        box = np.zeros_like(mask)
+        box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = 1
+        assert (mask <= box).all()
+        assert change[mask == 1].mean() > CHANGE_THRESHOLD > change[mask == 0].mean()
+        labelled += 1
+    assert labelled >= 8
+
+
+def test_patch_anomalies_come_from_donors_and_change_nothing_when_off():
+    images = np.stack([_textured(i, gain=1 + i) for i in range(4)])
+    synth = AnomalySynthesizer(S, 1, anomaly_prob=1.0, patch_prob=1.0)
+    # Without donors the option cannot act: the same Perlin samples as without it, same stream.
+    for seed in range(3):
+        a = AnomalySynthesizer(S, 1, anomaly_prob=1.0)(images[0], np.random.default_rng(seed))
+        b = synth(images[0], np.random.default_rng(seed))
+        np.testing.assert_array_equal(a[0], b[0])
+    synth.use_donors(images)
+    perlin = AnomalySynthesizer(S, 1, anomaly_prob=1.0)
+    differ = 0
+    for seed in range(8):
+        aug, mask, anomalous = synth(images[0], np.random.default_rng(seed))
+        assert anomalous and mask.any()
+        ys, xs = np.nonzero(np.abs(aug - images[0]).max(axis=2))
+        # A patch is one rectangle, well inside the border (a Perlin blob may reach the edges).
+        assert ys.min() >= 1 and xs.min() >= 1 and ys.max() <= S - 2 and xs.max() <= S - 2
+        differ += not np.array_equal(aug, perlin(images[0], np.random.default_rng(seed))[0])
+    assert differ == 8
+    with pytest.raises(ConfigError, match="patch_prob"):
+        AnomalySynthesizer(S, 1, patch_prob=-0.1)

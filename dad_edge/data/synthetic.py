@@ -22,6 +22,7 @@ from dad_edge.errors import ConfigError, DataError
 from dad_edge.data.augment import View
 from dad_edge.data.imageio import list_images, read_image, read_mask, resize_mask, write_image
 from dad_edge.data.perlin import band_mask, perlin_mask, perlin_noise
+from dad_edge.data.poisson_patch import poisson_patch
 from dad_edge.data.preprocess import resize_bilinear, to_channels
 
 PathLike = Union[str, Path]
@@ -228,13 +229,13 @@ class AnomalySynthesizer:
 
     def __init__(self, image_size: int, channels: int, texture_dir: Optional[PathLike] = None,
                  foreground: Optional[PathLike] = None, anomaly_prob: float = 0.5,
-                 self_source_prob: float = 0.5, band_prob: float = 0.0):
+                 self_source_prob: float = 0.5, band_prob: float = 0.0, patch_prob: float = 0.0):
         if image_size < 8:
             raise ConfigError(f"image_size={image_size} must be at least 8")
         if channels not in (1, 3):
             raise ConfigError(f"channels={channels} must be 1 or 3")
         for name, p in (("anomaly_prob", anomaly_prob), ("self_source_prob", self_source_prob),
-                        ("band_prob", band_prob)):
+                        ("band_prob", band_prob), ("patch_prob", patch_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"{name}={p} must be in [0, 1]")
         self.image_size = image_size
@@ -244,6 +245,9 @@ class AnomalySynthesizer:
         # Share of anomalies that are a large band with a changed finish (band_mask + finish_change)
         # instead of a Perlin blob of foreign content: large-area, low-contrast defects.
         self.band_prob = band_prob
+        # Share of anomalies that are a patch of another normal image Poisson-blended elsewhere
+        # (data/poisson_patch.py, NSA); needs use_donors, else they are Perlin anomalies.
+        self.patch_prob = patch_prob
         # Other normal images of the product (use_donors): a band is then filled from one of them,
         # the same region of another part: two finishes of one product meeting at an edge, which is
         # what an uneven surface looks like. Without donors a band is the image's own finish changed.
@@ -275,7 +279,7 @@ class AnomalySynthesizer:
                                 "(same file stem), or use foreground='otsu'")
 
     def use_donors(self, images: np.ndarray) -> None:
-        """Fill band anomalies from these normal images ((N, S, S, C), as the training images are)."""
+        """Fill band and patch anomalies from these normal images ((N, S, S, C), as the training images are)."""
         images = np.asarray(images)
         s, c = self.image_size, self.channels
         if images.ndim != 4 or images.shape[1:] != (s, s, c) or len(images) < 2:
@@ -291,6 +295,22 @@ class AnomalySynthesizer:
             if not np.array_equal(donor, image):
                 return donor.astype(np.float32)
         return finish_change(rounded, rng)
+
+    def _patch(self, image: np.ndarray, rounded: np.ndarray, fg: Optional[np.ndarray],
+               rng: np.random.Generator) -> Optional[Tuple[np.ndarray, np.ndarray, bool]]:
+        for _ in range(MASK_TRIES):  # a paste of the same finish changes too little to be an anomaly
+            donor = self._donors[int(rng.integers(len(self._donors)))]
+            pasted = poisson_patch(rounded, donor if donor.dtype == np.uint8 else _to_uint8(donor), rng)
+            if pasted is None:
+                continue
+            cloned, mask = pasted
+            if fg is not None:
+                mask *= fg
+            if mask.any():
+                # Outside the pasted rectangle the image keeps its exact (unrounded) values.
+                changed = (cloned != rounded).any(axis=2, keepdims=True)
+                return np.where(changed, cloned, image.astype(np.float32)), mask, True
+        return None
 
     def foreground_for(self, stem: Optional[str]) -> Optional[np.ndarray]:
         """bool (S, S) foreground mask for an image's file stem; None unless foreground is a folder."""
@@ -341,6 +361,10 @@ class AnomalySynthesizer:
                    view: Optional[View] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
         rounded = image if image.dtype == np.uint8 else _to_uint8(image)
         fg = self._foreground(rounded, stem, view)
+        if self.patch_prob > 0 and self._donors is not None and rng.random() < self.patch_prob:
+            patched = self._patch(image, rounded, fg, rng)  # no draw when off: same stream as before
+            if patched is not None:
+                return patched
         band = self.band_prob > 0 and rng.random() < self.band_prob  # no draw when off: same stream as before
         for _ in range(MASK_TRIES):
             mask = band_mask(self.image_size, rng) if band else perlin_mask(self.image_size, rng)

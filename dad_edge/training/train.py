@@ -80,12 +80,13 @@ class Trainer:
         size = self.cfg.image_size
         recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
         self.synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
-                                        anomaly_prob=0.0 if recon else opts.anomaly_prob, band_prob=opts.band_prob)
+                                        anomaly_prob=0.0 if recon else opts.anomaly_prob, band_prob=opts.band_prob,
+                                        patch_prob=opts.patch_prob)
         # Decoded and resized once: the data set of one product fits in memory.
         self.train_images = load_images(train_samples, size, channels)
         self.val_images = load_images(val_samples, size, channels)
-        if opts.band_prob > 0:
-            self.synth.use_donors(self.train_images)  # bands come from other training images
+        if opts.band_prob > 0 or opts.patch_prob > 0:
+            self.synth.use_donors(self.train_images)  # bands and patches come from other training images
         # At their own size: thresholds come from the Detector's own path (frame-size maps), as calibrate's.
         self.val_frames = [read_image(s.path) for s in val_samples]
         workers = resolve_workers(opts.workers, self.device)
@@ -392,9 +393,9 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
         raise ConfigError("--preview shows synthetic anomalies; the recon method trains on the good images alone")
     synth = AnomalySynthesizer(cfg.image_size, channels, texture_dir=opts.texture_dir,
                                foreground=opts.foreground, anomaly_prob=opts.anomaly_prob,
-                               band_prob=opts.band_prob)
+                               band_prob=opts.band_prob, patch_prob=opts.patch_prob)
     chosen = samples[:n]
     images = load_images(chosen, cfg.image_size, channels)
-    if opts.band_prob > 0 and len(images) >= 2:
+    if (opts.band_prob > 0 or opts.patch_prob > 0) and len(images) >= 2:
         synth.use_donors(images)
     return synth.preview(images, n, Path(opts.out) / "preview", seed=opts.seed, stems=[s.path.stem for s in chosen])
