@@ -10,7 +10,8 @@ from dad_edge.data.mvtec import MVTecCategory, load_images
 from dad_edge.errors import CheckpointError, ConfigError
 from dad_edge.data.imageio import read_image
 from dad_edge.training.batches import to_model_range
-from dad_edge.training.train import TrainOptions, Trainer, preview, train
+from dad_edge.training.synthesis import preview
+from dad_edge.training.train import TrainOptions, Trainer, train
 from training_support import good_only_demo
 
 # CPU: bit-exact resume is a CPU promise (cuDNN and mixed precision need not be deterministic).

@@ -76,7 +76,8 @@ def train_options(args):
 
 
 def cmd_train(args) -> int:
-    from dad_edge.training.train import preview, train
+    from dad_edge.training.synthesis import preview
+    from dad_edge.training.train import train
 
     if resolve_config(args):  # --print-config: printed, nothing to train
         return 0

@@ -13,7 +13,7 @@ uint8; everything outside the mask, and the image's share b inside it, stays exa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -22,101 +22,14 @@ from dad_edge.errors import ConfigError, DataError
 from dad_edge.data.augment import View
 from dad_edge.data.imageio import list_images, read_image, read_mask, resize_mask, write_image
 from dad_edge.data.perlin import band_mask, perlin_mask, perlin_noise
+from dad_edge.data.photometric import finish_change, per_channel, random_photometric, to_uint8
 from dad_edge.data.poisson_patch import poisson_patch
 from dad_edge.data.preprocess import resize_bilinear, to_channels
 
 PathLike = Union[str, Path]
 MASK_TRIES = 5  # Perlin masks drawn before giving up on an empty foreground intersection
-NUM_AUGMENTATIONS = 3
 BLEND_RANGE = (0.2, 0.8)
 DONOR_BLEND_RANGE = (0.0, 0.3)
-
-
-# ---- photometric augmentations: uint8 (S, S, C) -> uint8 (S, S, C) -------------------------
-
-def _per_channel(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    # OpenCV drops a trailing axis of length 1 and some functions take one channel only.
-    return np.stack([fn(np.ascontiguousarray(x[:, :, c])) for c in range(x.shape[2])], axis=2)
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def _brightness_contrast(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    f = x.astype(np.float32)
-    mean = f.mean()
-    return _to_uint8((f - mean) * rng.uniform(0.6, 1.4) + mean + rng.uniform(-30, 30))
-
-
-def _gamma(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    levels = np.arange(256) / 255.0
-    luts = [_to_uint8(255 * levels ** rng.uniform(0.5, 2.0)) for _ in range(x.shape[2])]
-    return np.stack([luts[c][x[:, :, c]] for c in range(x.shape[2])], axis=2)
-
-
-def _hue_saturation(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV).astype(np.int32)
-    hsv[:, :, 0] = (hsv[:, :, 0] + int(rng.integers(-25, 26))) % 180  # OpenCV hue unit = 2 degrees
-    hsv[:, :, 1] = np.clip(hsv[:, :, 1] * rng.uniform(0.5, 1.5), 0, 255)
-    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-
-
-def _invert(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return 255 - x
-
-
-def _posterize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    bits = int(rng.integers(2, 6))
-    return x & np.uint8((0xFF << (8 - bits)) & 0xFF)
-
-
-def _solarize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.where(x >= int(rng.integers(32, 129)), 255 - x, x).astype(np.uint8)
-
-
-def _sharpen(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    f = x.astype(np.float32)
-    blur = _per_channel(f, lambda c: cv2.GaussianBlur(c, (0, 0), rng.uniform(1.0, 2.0)))
-    return _to_uint8(f + rng.uniform(0.5, 2.0) * (f - blur))
-
-
-def _equalize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _per_channel(x, cv2.equalizeHist)
-
-
-def _autocontrast(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    f = x.astype(np.float32)
-    lo, hi = f.min(axis=(0, 1)), f.max(axis=(0, 1))
-    return _to_uint8((f - lo) * (255.0 / np.maximum(hi - lo, 1.0)))
-
-
-_GRAY_AUGMENTATIONS = (_brightness_contrast, _gamma, _invert, _posterize, _solarize, _sharpen,
-                       _equalize, _autocontrast)
-_COLOR_AUGMENTATIONS = _GRAY_AUGMENTATIONS + (_hue_saturation,)
-
-
-def _blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _to_uint8(_per_channel(x.astype(np.float32), lambda c: cv2.GaussianBlur(c, (0, 0), rng.uniform(1.0, 3.0))))
-
-
-# A changed surface finish: the part's own texture, brighter or darker, flatter or rougher.
-_FINISH_CHANGES = (_brightness_contrast, _gamma, _sharpen, _blur)
-
-
-def finish_change(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One or two mild photometric changes that keep the image's own texture (no shuffle)."""
-    for i in rng.choice(len(_FINISH_CHANGES), size=int(rng.integers(1, 3)), replace=False):
-        x = _FINISH_CHANGES[i](x, rng)
-    return x
-
-
-def random_photometric(x: np.ndarray, rng: np.random.Generator, n: int = NUM_AUGMENTATIONS) -> np.ndarray:
-    """Apply `n` distinct random photometric augmentations in random order."""
-    ops = _COLOR_AUGMENTATIONS if x.shape[2] == 3 else _GRAY_AUGMENTATIONS
-    for i in rng.choice(len(ops), size=n, replace=False):
-        x = ops[i](x, rng)
-    return x
 
 
 def stripe_shuffle(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -158,7 +71,7 @@ def _perlin_texture(size: int, channels: int, rng: np.random.Generator) -> np.nd
         n = perlin_noise((size, size), (res, res), rng) + 0.5 * perlin_noise((size, size), (2 * res, 2 * res), rng)
         out[:, :, c] = (n - n.min()) / max(float(n.max() - n.min()), 1e-6)
     lo, hi = _random_colours(channels, rng)
-    return _to_uint8(lo + out * (hi - lo))
+    return to_uint8(lo + out * (hi - lo))
 
 
 def _stripe_texture(size: int, channels: int, rng: np.random.Generator) -> np.ndarray:
@@ -174,18 +87,18 @@ def _stripe_texture(size: int, channels: int, rng: np.random.Generator) -> np.nd
     if rng.random() < 0.5:  # soft edges
         t = cv2.GaussianBlur(t, (0, 0), rng.uniform(0.5, 2.0))
     c0, c1 = _random_colours(channels, rng)
-    return _to_uint8(c0 + t[:, :, None] * (c1 - c0))
+    return to_uint8(c0 + t[:, :, None] * (c1 - c0))
 
 
 def _blob_texture(size: int, channels: int, rng: np.random.Generator) -> np.ndarray:
     sigma = rng.uniform(1.0, max(size / 16, 1.5))
     noise = rng.random((size, size, channels)).astype(np.float32)
-    f = _per_channel(noise, lambda c: cv2.GaussianBlur(c, (0, 0), sigma))
+    f = per_channel(noise, lambda c: cv2.GaussianBlur(c, (0, 0), sigma))
     f = (f - f.min(axis=(0, 1))) / np.maximum(f.max(axis=(0, 1)) - f.min(axis=(0, 1)), 1e-6)
     if rng.random() < 0.5:  # hard-edged blobs
         f = (f > 0.5).astype(np.float32)
     c0, c1 = _random_colours(channels, rng)
-    return _to_uint8(c0 + f * (c1 - c0))
+    return to_uint8(c0 + f * (c1 - c0))
 
 
 def _gradient_texture(size: int, channels: int, rng: np.random.Generator) -> np.ndarray:
@@ -199,7 +112,7 @@ def _gradient_texture(size: int, channels: int, rng: np.random.Generator) -> np.
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     c0, c1 = _random_colours(channels, rng)
     grain = rng.normal(0, 6, size=(size, size, channels)).astype(np.float32)  # not a flat ramp
-    return _to_uint8(c0 + t[:, :, None] * (c1 - c0) + grain)
+    return to_uint8(c0 + t[:, :, None] * (c1 - c0) + grain)
 
 
 _TEXTURES = (_perlin_texture, _stripe_texture, _blob_texture, _gradient_texture)
@@ -300,7 +213,7 @@ class AnomalySynthesizer:
                rng: np.random.Generator) -> Optional[Tuple[np.ndarray, np.ndarray, bool]]:
         for _ in range(MASK_TRIES):  # a paste of the same finish changes too little to be an anomaly
             donor = self._donors[int(rng.integers(len(self._donors)))]
-            pasted = poisson_patch(rounded, donor if donor.dtype == np.uint8 else _to_uint8(donor), rng)
+            pasted = poisson_patch(rounded, donor if donor.dtype == np.uint8 else to_uint8(donor), rng)
             if pasted is None:
                 continue
             cloned, mask = pasted
@@ -343,7 +256,7 @@ class AnomalySynthesizer:
         h, w = tex.shape[:2]
         side = int(rng.integers(max(min(h, w) // 2, 1), min(h, w) + 1))  # random scale and place
         y, x = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-        return _to_uint8(resize_bilinear(tex[y:y + side, x:x + side], self.image_size))
+        return to_uint8(resize_bilinear(tex[y:y + side, x:x + side], self.image_size))
 
     def _source(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < self.self_source_prob:
@@ -359,7 +272,7 @@ class AnomalySynthesizer:
 
     def _anomalous(self, image: np.ndarray, rng: np.random.Generator, stem: Optional[str],
                    view: Optional[View] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
-        rounded = image if image.dtype == np.uint8 else _to_uint8(image)
+        rounded = image if image.dtype == np.uint8 else to_uint8(image)
         fg = self._foreground(rounded, stem, view)
         if self.patch_prob > 0 and self._donors is not None and rng.random() < self.patch_prob:
             patched = self._patch(image, rounded, fg, rng)  # no draw when off: same stream as before
@@ -407,6 +320,6 @@ class AnomalySynthesizer:
             aug, mask, _ = self._anomalous(image, rng, stems[i % len(stems)] if stems else None)
             mask_img = np.repeat((mask * 255).astype(np.uint8)[:, :, None], self.channels, axis=2)
             path = out_dir / f"synthetic_{i:03d}.png"
-            write_image(path, np.concatenate([_to_uint8(aug), mask_img], axis=1))
+            write_image(path, np.concatenate([to_uint8(aug), mask_img], axis=1))
             paths.append(path)
         return paths

@@ -35,13 +35,13 @@ from dad_edge.errors import CheckpointError, ConfigError, DataError, TrainingErr
 from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.build import build_model
-from dad_edge.data.synthetic import AnomalySynthesizer
 from dad_edge.training import distributed, precision, processes  # [#16 distributed]: DDP, no-op in 1 process
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch, resolve_workers
 from dad_edge.training.ema import WeightAverage
 from dad_edge.training.map_statistics import calibrate_recon_term
 from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import lr_factor
+from dad_edge.training.synthesis import synthesizer
 
 # Training timestep ranges of the paper: t_s ~ U[0, 300), t_l ~ U[300, T).
 T_SMALL_RANGE = (0, 300)
@@ -78,15 +78,11 @@ class Trainer:
         self.recipe = replace(self.recipe, processes=self.ranks.world if self.split else 1)
         self.cfg = opts.model_config(channels, self.recipe.image_size, self.recipe.seg_stride, self.recipe.recon_weight)
         size = self.cfg.image_size
-        recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
-        self.synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
-                                        anomaly_prob=0.0 if recon else opts.anomaly_prob, band_prob=opts.band_prob,
-                                        patch_prob=opts.patch_prob)
         # Decoded and resized once: the data set of one product fits in memory.
         self.train_images = load_images(train_samples, size, channels)
         self.val_images = load_images(val_samples, size, channels)
-        if opts.band_prob > 0 or opts.patch_prob > 0:
-            self.synth.use_donors(self.train_images)  # bands and patches come from other training images
+        recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
+        self.synth = synthesizer(opts, size, channels, self.train_images, anomalies=not recon)
         # At their own size: thresholds come from the Detector's own path (frame-size maps), as calibrate's.
         self.val_frames = [read_image(s.path) for s in val_samples]
         workers = resolve_workers(opts.workers, self.device)
@@ -380,22 +376,3 @@ def train(opts: TrainOptions) -> Path:
         return path
     finally:
         trainer.ranks.close()  # [#16 distributed]; after an error: at once
-
-
-def preview(opts: TrainOptions, n: int) -> List[Path]:
-    """Write n synthetic training samples (image beside mask) to out/preview/."""
-    category = open_category(opts.data)
-    samples, _ = category.train_val_split(opts.val_fraction, opts.seed)
-    channels = opts.channels or detect_channels(samples)
-    recipe = opts.recipe(resolve_device(opts.device).type, typical_side(samples), len(samples))
-    cfg = opts.model_config(channels, recipe.image_size, recipe.seg_stride)
-    if cfg.method == "recon":
-        raise ConfigError("--preview shows synthetic anomalies; the recon method trains on the good images alone")
-    synth = AnomalySynthesizer(cfg.image_size, channels, texture_dir=opts.texture_dir,
-                               foreground=opts.foreground, anomaly_prob=opts.anomaly_prob,
-                               band_prob=opts.band_prob, patch_prob=opts.patch_prob)
-    chosen = samples[:n]
-    images = load_images(chosen, cfg.image_size, channels)
-    if (opts.band_prob > 0 or opts.patch_prob > 0) and len(images) >= 2:
-        synth.use_donors(images)
-    return synth.preview(images, n, Path(opts.out) / "preview", seed=opts.seed, stems=[s.path.stem for s in chosen])
