@@ -12,25 +12,20 @@ if TYPE_CHECKING:  # torch is imported by the functions that need it: artifacts/
     import torch
 
 from dad_edge.artifacts import metadata as md
-from dad_edge.artifacts.atomic import atomic_path, write_error
+from dad_edge.artifacts.atomic import write_bytes_atomic
 from dad_edge.errors import CheckpointError
 from dad_edge.artifacts.metadata import META_KEY
 
 
 def save_tensors(path, tensors: Dict[str, "torch.Tensor"], meta: Dict[str, Any]) -> None:
     """Atomically write tensors + metadata (already validated) as safetensors."""
-    from safetensors import SafetensorError
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    # Serialised in memory and written by us: safetensors' own save_file writes through a temporary
-    # file of its own (.tmpXXXXXX, no PID), which a SIGKILL inside it would leave behind unremovable.
-    data = save(tensors, metadata={META_KEY: md.dumps(meta)})
-    with atomic_path(path) as tmp:
-        try:
-            tmp.write_bytes(data)
-        except (OSError, SafetensorError) as exc:  # a full disk, a file-size limit
-            raise write_error(Path(path), exc) from None
+    # Serialised in memory and written by us (a full disk or a file-size limit: OutputError naming the
+    # file): safetensors' own save_file writes through a temporary file of its own (.tmpXXXXXX, no
+    # PID), which a SIGKILL inside it would leave behind where remove_stale_temps cannot know it.
+    write_bytes_atomic(path, save(tensors, metadata={META_KEY: md.dumps(meta)}))
 
 
 def read_tensors(path, device: str = "cpu") -> Tuple[Dict[str, "torch.Tensor"], Dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any, Dict, Sequence
 
 import numpy as np
 
-from dad_edge.artifacts.atomic import atomic_path
+from dad_edge.artifacts.atomic import write_bytes_atomic
 from dad_edge.artifacts.metadata import FORMAT_NAME, META_KEY
 from dad_edge.baselines.base import BaselineDetector, need_array
 from dad_edge.baselines.features import RESIZE, PixelFeatures, check_shape
@@ -67,9 +67,8 @@ def save_baseline(path, features: PixelFeatures, detector: BaselineDetector, tra
     arrays = {"features.mean": features.mean, "features.std": features.std}
     arrays.update({f"{detector.name}.{k}": v for k, v in detector.arrays().items()})
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    data = save(arrays, metadata={META_KEY: json.dumps(meta, sort_keys=True)})  # not save_file: see checkpoint.py
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    # Not save_file: see artifacts/checkpoint.py::save_tensors.
+    write_bytes_atomic(path, save(arrays, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
     return Path(path)
 
 

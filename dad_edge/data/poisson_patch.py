@@ -30,14 +30,17 @@ def _three_channels(x: np.ndarray) -> np.ndarray:
     return x if x.shape[2] == 3 else np.repeat(x, 3, axis=2)
 
 
+def _side(s: int, rng: np.random.Generator) -> int:
+    side = int(rng.integers(max(2, int(SIDE_RANGE[0] * s)), max(3, int(SIDE_RANGE[1] * s)) + 1))
+    return min(side, s - 4)  # seamlessClone needs the patch inside the target's border
+
+
 def poisson_patch(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator
                   ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """(augmented float32 (S, S, C) 0..255, mask float32 (S, S) in {0, 1}), or None when the paste
     changed fewer than MIN_PIXELS pixels. `image` and `donor`: uint8 (S, S, C), C in (1, 3)."""
     s, _, c = image.shape
-    h = int(rng.integers(max(2, int(SIDE_RANGE[0] * s)), max(3, int(SIDE_RANGE[1] * s)) + 1))
-    w = int(rng.integers(max(2, int(SIDE_RANGE[0] * s)), max(3, int(SIDE_RANGE[1] * s)) + 1))
-    h, w = min(h, s - 4), min(w, s - 4)  # seamlessClone needs the patch inside the target's border
+    h, w = _side(s, rng), _side(s, rng)
     scale = float(rng.uniform(*SCALE_RANGE))
     sh, sw = min(s, max(2, int(round(h * scale)))), min(s, max(2, int(round(w * scale))))
     sy, sx = int(rng.integers(0, s - sh + 1)), int(rng.integers(0, s - sw + 1))
@@ -54,9 +57,8 @@ def poisson_patch(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator
     inner = np.zeros((h, w), np.uint8)
     inner[1:-1, 1:-1] = 255
     # NORMAL_CLONE: MIXED_CLONE keeps the target's stronger gradients, undoing a lowered contrast.
-    flags = cv2.NORMAL_CLONE
-    target = _three_channels(image)
-    cloned = cv2.seamlessClone(_three_channels(patch), np.ascontiguousarray(target), inner, centre, flags)
+    cloned = cv2.seamlessClone(_three_channels(patch), np.ascontiguousarray(_three_channels(image)), inner, centre,
+                               cv2.NORMAL_CLONE)
     cloned = cloned if c == 3 else cloned[:, :, :1]
     change = np.abs(cloned.astype(np.float32) - image.astype(np.float32)).mean(axis=2)
     ys, xs = np.nonzero(change)
