@@ -142,3 +142,23 @@ def test_openvino_runs_the_int8_file(files):
     # Two INT8 implementations round differently here and there: close, not equal.
     assert np.corrcoef(scores, ref_scores)[0, 1] > 0.95
     assert np.abs(maps - ref_maps).max() < 0.05
+
+
+def test_op_profile_names_the_integer_kernels_and_times_both_files(files, tmp_path, capsys):
+    # benchmarks/ort_op_profile.py: the profiler's per-operator sums come from the sessions the
+    # Detector would open (the QDQ pairs fused into QLinearConv), and both files get a timing row.
+    from training_support import benchmark_module
+
+    profile = benchmark_module("ort_op_profile")
+    assert profile.main([str(files["fp32"]), str(files["int8"]), "--runs", "2", "--rounds", "1",
+                         "--profile-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    fp32_part, int8_part = out.split(f"{files['int8'].name}: kernels")[0], out.split(f"{files['int8'].name}: kernels")[1]
+    assert " Conv " in fp32_part and "QLinearConv" not in fp32_part
+    assert "QLinearConv" in int8_part.split("interleaved")[0]
+    rows = [line for line in out.splitlines() if " p50 " in line]
+    assert len(rows) == 2 and rows[0].rstrip().endswith(f"1.00x {files['fp32'].name}")
+    assert len(list(tmp_path.glob("*.json"))) == 2  # ONNX Runtime's profile files, where they were asked for
+    with pytest.raises(SystemExit):
+        profile.main([str(tmp_path / "missing.onnx")])
+    assert "missing.onnx" in capsys.readouterr().err
