@@ -124,6 +124,10 @@ def add_training_arguments(p, what: str = "training") -> None:
                    help="add the reconstruction error |x - x0|, smoothed and standardised on held-out good images, "
                         "to the segmentation map with this weight (0: the segmentation map alone); default: the "
                         "recipe's, 0.5 (0 for the paper presets)")
+    p.add_argument("--exposure-correction", choices=("on", "off"),
+                   help="take the image score's dependence on the frame's brightness out of it, fitted on held-out "
+                        "good images and kept only where significant; default: the recipe's, on (off for the paper "
+                        "presets)")
     p.add_argument("--snapshot-minutes", type=finite_float, metavar="M",
                    help="also write --out/snapshots/model_<M>min.safetensors every M training minutes")
     p.add_argument("--seed", type=int, default=0)
@@ -160,6 +164,7 @@ def training_kwargs(args) -> dict:
         lr_unet=args.lr_unet, lr_seg=args.lr_seg, lr_schedule=args.lr_schedule,
         warmup_fraction=args.warmup_fraction, ema_decay=args.ema_decay,
         large_target=args.large_target, recon_weight=args.recon_weight, snapshot_minutes=args.snapshot_minutes,
+        exposure_correction=None if args.exposure_correction is None else args.exposure_correction == "on",
         seed=args.seed, val_fraction=args.val_fraction,
         select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
         foreground=args.foreground, anomaly_prob=args.anomaly_prob, band_prob=args.band_prob,

@@ -76,7 +76,8 @@ METHODS = ("diffusionad", "recon")  # what the model computes: DiffusionAD, or R
 RECON_ERRORS = ("squared", "ssim")
 IMAGE_SCORES = ("topk", "mean")
 # The fields only DiffusionAD reads: a recon model leaves them at their defaults (seg None) and out of to_dict.
-DIFFUSIONAD_FIELDS = ("seg", "t_small", "t_large", "guidance_w", "denoiser", "recon_weight", "recon_sigma")
+DIFFUSIONAD_FIELDS = ("seg", "t_small", "t_large", "guidance_w", "denoiser", "recon_weight", "recon_sigma",
+                      "exposure_correction")
 # Left out of to_dict while recon_weight is 0 (the term is off): such a config reads, and hashes, as before.
 RECON_TERM_FIELDS = ("recon_weight", "recon_sigma")
 
@@ -105,6 +106,9 @@ class ModelConfig:
     # |x - x0_ng| standardised on held-out good images, in units of the seg map's spread there (0 = off).
     recon_weight: float = 0.0
     recon_sigma: float = 2.0  # Gaussian smoothing of |x - x0_ng|, pixels at image_size
+    # The image score less its dependence on the frame's mean brightness, fitted on held-out good images
+    # (model/exposure_term.py); left out of to_dict while off, so older configs read and hash as before.
+    exposure_correction: bool = False
     noise_seed: int = 0  # seed of the fixed noise stored with the model
     # "two_pass": the paper's norm-guided recipe (U-Net at t_s and t_l, x0_ng from both);
     # "single_pass": one U-Net pass at t_s whose output is x0_ng itself (x0-parameterised),
@@ -138,6 +142,8 @@ class ModelConfig:
             (0 <= self.smoothing_sigma < float("inf"), f"smoothing_sigma={self.smoothing_sigma} must be a number >= 0"),
             (0 <= self.recon_weight < float("inf"), f"recon_weight={self.recon_weight} must be a number >= 0 (0 = off)"),
             (0 < self.recon_sigma < float("inf"), f"recon_sigma={self.recon_sigma} must be a number > 0"),
+            (isinstance(self.exposure_correction, bool),
+             f"exposure_correction={self.exposure_correction!r} must be true or false"),
             (0 <= self.noise_seed < 2 ** 63, f"noise_seed={self.noise_seed} must be a non-negative 63-bit integer"),
             (self.denoiser in DENOISERS, f"denoiser={self.denoiser!r} must be one of {DENOISERS}"),
         ]
@@ -209,6 +215,8 @@ class ModelConfig:
         if self.method == "diffusionad" and self.recon_weight == 0:
             for key in RECON_TERM_FIELDS:
                 del d[key]
+        if self.method == "diffusionad" and not self.exposure_correction:
+            del d["exposure_correction"]
         return d
 
     @classmethod

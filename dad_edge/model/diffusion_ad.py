@@ -16,6 +16,7 @@ by every image, so the same image always gets the same score on every backend.
     segment   the segmentation net + sigmoid -> anomaly map
               (+ the standardised reconstruction error when cfg.recon_weight > 0: model/recon_term.py)
     score     smoothing + top-k mean -> (map, score[, mask])
+              (- the exposure slope x the image's mean when cfg.exposure_correction: model/exposure_term.py)
 
 The fused torch path (dad_edge/runtime/fused.py) calls the same steps (`run_steps`) on its
 own buffers; with `use_fused(True)` combine and score run through dad_edge.runtime.ops (the
@@ -39,6 +40,7 @@ from dad_edge.kernels.score_ref import gaussian_taps
 from dad_edge.model.config import ModelConfig
 from dad_edge.model.dit import DiT
 from dad_edge.model.recon_term import ReconTerm, blur
+from dad_edge.model.exposure_term import ExposureTerm
 from dad_edge.model.schedule import NoiseSchedule, eval_coefficients
 from dad_edge.model.segnet import SegNet
 from dad_edge.model.unet import UNet, fusion_allowed
@@ -120,6 +122,8 @@ class DiffusionAD(nn.Module):
             self.smoothing = None
         # Its statistics are a persistent buffer, so only a model with the term has them (older files load).
         self.recon_term = ReconTerm(cfg.recon_weight, cfg.recon_sigma, cfg.channels) if cfg.recon_weight > 0 else None
+        # Likewise the image score's exposure correction (model/exposure_term.py).
+        self.exposure_term = ExposureTerm() if cfg.exposure_correction else None
 
     @property
     def two_pass(self) -> bool:
@@ -191,7 +195,10 @@ class DiffusionAD(nn.Module):
         computed already; pixel_threshold: also return map >= it.
         """
         out = self.networks(x_t, self.step_embeddings(x.shape[0], emb))
-        return self.score(self.anomaly_maps(self.combine(x, out, x_t, noise=noise, seg_in=seg_in)), pixel_threshold)
+        scored = self.score(self.anomaly_maps(self.combine(x, out, x_t, noise=noise, seg_in=seg_in)), pixel_threshold)
+        if self.exposure_term is None:
+            return scored
+        return scored._replace(score=self.exposure_term(scored.score, x))
 
     def segmentation_input(self, x: torch.Tensor) -> torch.Tensor:
         """prepare, networks and combine on x (B, C, S, S) in [-1, 1] -> cat(x, x0_ng) (B, 2C, S, S)."""

@@ -1,16 +1,17 @@
-"""The statistics of the map's reconstruction-error term, measured on held-out good images.
+"""What the map's reconstruction-error term and the score's exposure correction measure on held-out good images.
 
 Run by training before every save, with the weights being saved (the EMA average when EMA is on)
 and before the thresholds are set, so that the thresholds see the map the model file gives.
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 
 from dad_edge.data.preprocess import OFFSET, SCALE
+from dad_edge.model.exposure_term import image_means
 
 
 @torch.no_grad()
@@ -33,5 +34,29 @@ def calibrate_recon_term(model, images: np.ndarray, device: torch.device,
 
     try:
         return term.calibrate(pairs())
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def calibrate_exposure_term(model, images: np.ndarray, device: torch.device,
+                            batch_size: int = 16) -> Optional[Dict[str, float]]:
+    """Fit model.exposure_term (model/exposure_term.py) on the top-k scores of good `images` (as
+    calibrate_recon_term takes them) -> the fit (slope, reference, r, t, images, kept); None (nothing done)
+    when the model has no such term. Run after calibrate_recon_term: the scores are those of the final map."""
+    term = getattr(model, "exposure_term", None)
+    if term is None:
+        return None
+    was_training = model.training
+    model.eval()
+    term.coef.zero_()  # the scores to fit are the uncorrected ones
+    scores, means = [], []
+    try:
+        for i in range(0, len(images), batch_size):
+            chunk = np.ascontiguousarray(images[i:i + batch_size].transpose(0, 3, 1, 2))
+            x = torch.from_numpy(chunk).to(device) * SCALE + OFFSET  # preprocess(): the same arithmetic
+            scores.append(model(x).score.float().cpu())
+            means.append(image_means(x).cpu())
+        return term.calibrate(torch.cat(scores).double().numpy(), torch.cat(means).double().numpy())
     finally:
         model.train(was_training)

@@ -33,6 +33,7 @@ class TrainOptions:
     large_target: Optional[str] = None  # "noise" | "clean" (training/recipe.py LARGE_TARGETS)
     seg_stride: Optional[int] = None  # the segmentation net's input pooling (SegConfig.stride); None: the recipe's
     recon_weight: Optional[float] = None  # the map's reconstruction-error term (ModelConfig.recon_weight); None: the recipe's
+    exposure_correction: Optional[bool] = None  # the score's exposure correction (ModelConfig.exposure_correction); None: the recipe's
     processes: Optional[Union[int, str]] = None  # CPU training processes, N or 'auto' (training/processes.py); None: 1
     seed: int = 0
     val_fraction: float = 0.1
@@ -93,7 +94,7 @@ class TrainOptions:
         for name, default in (("texture_dir", None), ("foreground", None), ("anomaly_prob", 0.5), ("band_prob", 0.0),
                               ("patch_prob", 0.0),
                               ("lr_seg", None), ("large_target", None), ("seg_stride", None),
-                              ("recon_weight", None)):
+                              ("recon_weight", None), ("exposure_correction", None)):
             if getattr(self, name) != default:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} does not apply to --method recon "
                                   "(a plain DDPM on the good images: no synthetic anomalies, no segmentation net); "
@@ -107,12 +108,13 @@ class TrainOptions:
             batch_size=self.batch_size, lr_unet=self.lr_unet, lr_seg=self.lr_seg, lr_schedule=self.lr_schedule,
             warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last,
             large_target=self.large_target, seg_stride=self.seg_stride, processes=self.processes,
-            recon_weight=self.recon_weight)
+            recon_weight=self.recon_weight, exposure_correction=self.exposure_correction)
 
     def model_config(self, channels: int, image_size: Optional[int] = None,
-                     seg_stride: Optional[int] = None, recon_weight: Optional[float] = None) -> ModelConfig:
-        """The preset with the overrides; image_size, seg_stride and recon_weight (the recipe's) where no
-        override sets them."""
+                     seg_stride: Optional[int] = None, recon_weight: Optional[float] = None,
+                     exposure_correction: Optional[bool] = None) -> ModelConfig:
+        """The preset with the overrides; image_size, seg_stride, recon_weight and exposure_correction (the
+        recipe's) where no override sets them."""
         changes = dict(self.model_overrides)
         changes["channels"] = channels
         size = image_size or self.image_size
@@ -124,4 +126,7 @@ class TrainOptions:
         weight = recon_weight if recon_weight is not None else self.recon_weight
         if weight is not None and "recon_weight" not in changes and changes.get("method", "diffusionad") != "recon":
             changes["recon_weight"] = weight
+        exposure = exposure_correction if exposure_correction is not None else self.exposure_correction
+        if exposure is not None and "exposure_correction" not in changes and changes.get("method", "diffusionad") != "recon":
+            changes["exposure_correction"] = exposure
         return preset(self.preset, **changes)

@@ -56,6 +56,11 @@ class Recipe:
     # pixel AUROC and AU-PRO on each of 9 models, image AUROC -0.005 in the mean (benchmarks/README.md,
     # session 10); 0 for the paper presets, which reproduce the paper.
     recon_weight: float = 0.0
+    # ModelConfig.exposure_correction of the trained model: the image score less its dependence on the
+    # frame's brightness, fitted on the held-out good images and kept only where significant
+    # (model/exposure_term.py). On for the compact / tiny presets (benchmarks/README.md, session 13);
+    # off for the paper presets, which reproduce the paper.
+    exposure_correction: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -88,8 +93,9 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
         # 128x128 is what a 2-core CPU trains for enough epochs in half an hour (4x fewer pixels than 256).
         size = min(preset_size, 128)
         return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, True, "clean", CPU_SEG_STRIDE,
-                      recon_weight=RECON_WEIGHT)
-    return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1, recon_weight=RECON_WEIGHT)
+                      recon_weight=RECON_WEIGHT, exposure_correction=True)
+    return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1, recon_weight=RECON_WEIGHT,
+                  exposure_correction=True)
 
 
 def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_side: Optional[int] = None,
@@ -99,13 +105,13 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
                    warmup_fraction: Optional[float] = None, ema_decay: Optional[float] = None,
                    channels_last: Optional[bool] = None, large_target: Optional[str] = None,
                    seg_stride: Optional[int] = None, processes: Optional[Union[int, str]] = None,
-                   recon_weight: Optional[float] = None) -> Recipe:
+                   recon_weight: Optional[float] = None, exposure_correction: Optional[bool] = None) -> Recipe:
     """The default recipe with every option the user set (not None) taking its place, validated."""
     base = default_recipe(preset_name, preset_size, device_type, data_side, num_images)
     given = dict(image_size=image_size, batch_size=batch_size, lr_unet=lr_unet, lr_seg=lr_seg,
                  lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, ema_decay=ema_decay,
                  channels_last=channels_last, large_target=large_target, seg_stride=seg_stride,
-                 recon_weight=recon_weight)
+                 recon_weight=recon_weight, exposure_correction=exposure_correction)
     recipe = Recipe(**{k: (getattr(base, k) if v is None else v) for k, v in given.items()})
     if seg_stride is None and not seg_stride_fits(preset_name, recipe.image_size, recipe.seg_stride):
         recipe = replace(recipe, seg_stride=1)  # e.g. 96 px: the pooled input would not halve 5 times
@@ -132,6 +138,7 @@ def validate_recipe(r: Recipe) -> None:
         (r.seg_stride in SEG_STRIDES, f"seg_stride={r.seg_stride} must be one of {SEG_STRIDES}"),
         (r.ema_decay == 0 or 0.5 <= r.ema_decay < 1, f"ema_decay={r.ema_decay} must be 0 (off) or in [0.5, 1)"),
         (0 <= r.recon_weight < float("inf"), f"recon_weight={r.recon_weight} must be a number >= 0 (0 = off)"),
+        (isinstance(r.exposure_correction, bool), f"exposure_correction={r.exposure_correction!r} must be true or false"),
     ]
     for ok, message in checks:
         if not ok:

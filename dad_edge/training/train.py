@@ -38,7 +38,7 @@ from dad_edge.model.build import build_model
 from dad_edge.training import distributed, precision, processes  # [#16 distributed]: DDP, no-op in 1 process
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch, resolve_workers
 from dad_edge.training.ema import WeightAverage
-from dad_edge.training.map_statistics import calibrate_recon_term
+from dad_edge.training.map_statistics import calibrate_exposure_term, calibrate_recon_term
 from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import lr_factor
 from dad_edge.training.synthesis import synthesizer
@@ -76,7 +76,8 @@ class Trainer:
         # Ranks started by training/processes.py split every batch; torchrun's take batches of their own.
         self.split = self.ranks.active and processes.launched_here()
         self.recipe = replace(self.recipe, processes=self.ranks.world if self.split else 1)
-        self.cfg = opts.model_config(channels, self.recipe.image_size, self.recipe.seg_stride, self.recipe.recon_weight)
+        self.cfg = opts.model_config(channels, self.recipe.image_size, self.recipe.seg_stride, self.recipe.recon_weight,
+                                    self.recipe.exposure_correction)
         size = self.cfg.image_size
         # Decoded and resized once: the data set of one product fits in memory.
         self.train_images = load_images(train_samples, size, channels)
@@ -294,10 +295,13 @@ class Trainer:
             return
         with self.evaluation_weights() if averaged else nullcontext(self.model):
             calibrate_recon_term(self.model, self.val_images, self.device, self.recipe.batch_size)  # before thresholds
+            exposure = calibrate_exposure_term(self.model, self.val_images, self.device, self.recipe.batch_size)
             with Detector.from_module(self.model, color_order="RGB", batch_size=self.recipe.batch_size) as det:
                 thresholds = detector_thresholds(det, self.val_frames, self.opts.threshold_quantile)
             record = self.training_record()
             record["weights"] = "average" if averaged and self.ema is not None else "last"
+            if exposure is not None:  # the fit on the held-out good images, kept or not
+                record["exposure_fit"] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in exposure.items()}
             if snapshot_minutes is not None:
                 record["snapshot_minutes"] = round(snapshot_minutes, 3)
             meta = build_metadata(self.cfg, thresholds=thresholds, training=record, **self.extra_metadata())
