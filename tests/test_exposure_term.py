@@ -122,11 +122,14 @@ def test_exported_graph_computes_the_same_corrected_score(trained, tmp_path):
     export_onnx(ckpt, tmp_path / "m.onnx")
     rng = np.random.default_rng(0)
     frames = [np.clip(rng.integers(0, 256, (40, 48)) * g, 0, 255).astype(np.uint8) for g in (0.3, 1.0, 1.0)]
-    with Detector(ckpt) as torch_det, Detector(tmp_path / "m.onnx") as onnx_det, Detector(trained) as uncorrected:
+    with Detector(ckpt) as torch_det, Detector(tmp_path / "m.onnx") as onnx_det, Detector(trained) as uncorrected, \
+            Detector(ckpt, device="cpu", fused=True) as fused_det:  # the fused stages (C extension / reference)
         _, s_t = torch_det.infer_batch(frames)
         _, s_o = onnx_det.infer_batch(frames)
         _, s_u = uncorrected.infer_batch(frames)
+        _, s_f = fused_det.infer_batch(frames)
     np.testing.assert_allclose(np.asarray(s_o), np.asarray(s_t), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(s_f), np.asarray(s_t), rtol=0, atol=1e-5)
     # ... and the correction is in the exported graph: the dark frame gained, as the formula says.
     means = preprocess_batch(frames, model.cfg.image_size, model.cfg.channels).mean(axis=(1, 2, 3))
     expected = np.clip(np.asarray(s_u) - 0.3 * (means + 0.2), 0, 1)
