@@ -209,7 +209,8 @@ def _test_images(data: Path):
 def test_training_writes_a_dit_model_the_detector_scores(trained, data):
     model, meta = load_model(trained)
     assert model.cfg.backbone == "dit" and isinstance(model.unet, DiT) and meta["model"]["backbone"] == "dit"
-    assert all(k.startswith(("unet.", "segnet.", "noise", "recon_term.", "exposure_term.")) for k in read_tensors(trained)[0])  # the networks, fixed noise, the map and score terms
+    kept = ("unet.", "segnet.", "noise", "recon_term.", "exposure_term.")  # networks, fixed noise, map and score terms
+    assert all(k.startswith(kept) for k in read_tensors(trained)[0])
     x = torch.randn(2, model.cfg.channels, 32, 32)
     with torch.no_grad():
         assert model.unet(x, torch.tensor([200.0, 400.0])).abs().max() > 0  # trained off its zero start
