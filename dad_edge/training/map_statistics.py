@@ -5,6 +5,7 @@ and before the thresholds are set, so that the thresholds see the map the model 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
@@ -12,6 +13,25 @@ import torch
 
 from dad_edge.data.preprocess import OFFSET, SCALE
 from dad_edge.model.exposure_term import image_means
+
+
+def model_inputs(images: np.ndarray, device: torch.device, batch_size: int) -> Iterator[torch.Tensor]:
+    """`images` (N, S, S, C) float pixel values 0..255 (load_images) -> model inputs (B, C, S, S), batch by batch,
+    by preprocess()'s arithmetic."""
+    for i in range(0, len(images), batch_size):
+        chunk = np.ascontiguousarray(images[i:i + batch_size].transpose(0, 3, 1, 2))
+        yield torch.from_numpy(chunk).to(device) * SCALE + OFFSET
+
+
+@contextmanager
+def evaluating(model):
+    """The model in eval mode (BatchNorm with its running statistics, as at inference), then back."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -22,20 +42,14 @@ def calibrate_recon_term(model, images: np.ndarray, device: torch.device,
     term = getattr(model, "recon_term", None)
     if term is None:
         return None
-    was_training = model.training
-    model.eval()  # BatchNorm with its running statistics, as at inference
 
     def pairs() -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(0, len(images), batch_size):
-            chunk = np.ascontiguousarray(images[i:i + batch_size].transpose(0, 3, 1, 2))
-            x = torch.from_numpy(chunk).to(device) * SCALE + OFFSET  # preprocess(): the same arithmetic
+        for x in model_inputs(images, device, batch_size):
             seg_in = model.segmentation_input(x)
             yield model.segment(seg_in), seg_in
 
-    try:
+    with evaluating(model):
         return term.calibrate(pairs())
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
@@ -47,16 +61,10 @@ def calibrate_exposure_term(model, images: np.ndarray, device: torch.device,
     term = getattr(model, "exposure_term", None)
     if term is None:
         return None
-    was_training = model.training
-    model.eval()
     term.coef.zero_()  # the scores to fit are the uncorrected ones
     scores, means = [], []
-    try:
-        for i in range(0, len(images), batch_size):
-            chunk = np.ascontiguousarray(images[i:i + batch_size].transpose(0, 3, 1, 2))
-            x = torch.from_numpy(chunk).to(device) * SCALE + OFFSET  # preprocess(): the same arithmetic
+    with evaluating(model):
+        for x in model_inputs(images, device, batch_size):
             scores.append(model(x).score.float().cpu())
             means.append(image_means(x).cpu())
-        return term.calibrate(torch.cat(scores).double().numpy(), torch.cat(means).double().numpy())
-    finally:
-        model.train(was_training)
+    return term.calibrate(torch.cat(scores).double().numpy(), torch.cat(means).double().numpy())

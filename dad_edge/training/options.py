@@ -120,13 +120,11 @@ class TrainOptions:
         size = image_size or self.image_size
         if size is not None and "image_size" not in changes:
             changes["image_size"] = size
-        stride = seg_stride if seg_stride is not None else self.seg_stride
-        if stride is not None and "seg_stride" not in changes and changes.get("method", "diffusionad") != "recon":
-            changes["seg_stride"] = stride  # a recon model has no segmentation net to pool for
-        weight = recon_weight if recon_weight is not None else self.recon_weight
-        if weight is not None and "recon_weight" not in changes and changes.get("method", "diffusionad") != "recon":
-            changes["recon_weight"] = weight
-        exposure = exposure_correction if exposure_correction is not None else self.exposure_correction
-        if exposure is not None and "exposure_correction" not in changes and changes.get("method", "diffusionad") != "recon":
-            changes["exposure_correction"] = exposure
+        # DiffusionAD's settings (a recon model has no segmentation net to pool for, no map or score terms):
+        # the recipe's value given here, else this run's option, unless an override sets it.
+        for name, recipe_value in (("seg_stride", seg_stride), ("recon_weight", recon_weight),
+                                   ("exposure_correction", exposure_correction)):
+            value = recipe_value if recipe_value is not None else getattr(self, name)
+            if value is not None and name not in changes and changes.get("method", "diffusionad") != "recon":
+                changes[name] = value
         return preset(self.preset, **changes)
