@@ -128,6 +128,10 @@ def add_training_arguments(p, what: str = "training") -> None:
                    help="take the image score's dependence on the frame's brightness out of it, fitted on held-out "
                         "good images and kept only where significant; default: the recipe's, on (off for the paper "
                         "presets)")
+    p.add_argument("--input-gain", metavar="auto|off|R",
+                   help="scale every frame to one mean brightness before the networks: auto (default) where the good "
+                        "images' brightness varies by 10%% or more (then without --exposure-correction), off, or the "
+                        "brightness R in (0, 1) itself")
     p.add_argument("--snapshot-minutes", type=finite_float, metavar="M",
                    help="also write --out/snapshots/model_<M>min.safetensors every M training minutes")
     p.add_argument("--seed", type=int, default=0)
@@ -165,6 +169,7 @@ def training_kwargs(args) -> dict:
         warmup_fraction=args.warmup_fraction, ema_decay=args.ema_decay,
         large_target=args.large_target, recon_weight=args.recon_weight, snapshot_minutes=args.snapshot_minutes,
         exposure_correction=None if args.exposure_correction is None else args.exposure_correction == "on",
+        input_gain=args.input_gain,
         seed=args.seed, val_fraction=args.val_fraction,
         select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
         foreground=args.foreground, anomaly_prob=args.anomaly_prob, band_prob=args.band_prob,

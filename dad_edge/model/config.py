@@ -77,9 +77,10 @@ RECON_ERRORS = ("squared", "ssim")
 IMAGE_SCORES = ("topk", "mean")
 # The fields only DiffusionAD reads: a recon model leaves them at their defaults (seg None) and out of to_dict.
 DIFFUSIONAD_FIELDS = ("seg", "t_small", "t_large", "guidance_w", "denoiser", "recon_weight", "recon_sigma",
-                      "exposure_correction")
-# Left out of to_dict while recon_weight is 0 (the term is off): such a config reads, and hashes, as before.
+                      "exposure_correction", "input_gain")
+# Left out of to_dict while recon_weight is 0 / while off: such a config reads, and hashes, as before them.
 RECON_TERM_FIELDS = ("recon_weight", "recon_sigma")
+OFF_FIELDS = ("exposure_correction", "input_gain")
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,9 @@ class ModelConfig:
     recon_weight: float = 0.0
     recon_sigma: float = 2.0  # Gaussian smoothing of |x - x0_ng|, pixels at image_size
     # The image score less its dependence on the frame's mean brightness, fitted on held-out good images
-    # (model/exposure_term.py); left out of to_dict while off, so older configs read and hash as before.
+    # (model/exposure_term.py).
     exposure_correction: bool = False
+    input_gain: float = 0.0  # frames scaled to this mean brightness (0..1) first; 0 = off (model/input_gain.py)
     noise_seed: int = 0  # seed of the fixed noise stored with the model
     # "two_pass": the paper's norm-guided recipe (U-Net at t_s and t_l, x0_ng from both);
     # "single_pass": one U-Net pass at t_s whose output is x0_ng itself (x0-parameterised),
@@ -144,6 +146,11 @@ class ModelConfig:
             (0 < self.recon_sigma < float("inf"), f"recon_sigma={self.recon_sigma} must be a number > 0"),
             (isinstance(self.exposure_correction, bool),
              f"exposure_correction={self.exposure_correction!r} must be true or false"),
+            (0 <= self.input_gain < 1,
+             f"input_gain={self.input_gain!r} must be a mean brightness in (0, 1) of the pixel range, or 0 (off)"),
+            (not (self.input_gain > 0 and self.exposure_correction),
+             "input_gain scales every frame to one brightness, which leaves exposure_correction (a fit of the score "
+             "on brightness) nothing to fit: turn one of them off"),
             (0 <= self.noise_seed < 2 ** 63, f"noise_seed={self.noise_seed} must be a non-negative 63-bit integer"),
             (self.denoiser in DENOISERS, f"denoiser={self.denoiser!r} must be one of {DENOISERS}"),
         ]
@@ -212,11 +219,10 @@ class ModelConfig:
             del d["unet"]
         for key in (("method", "recon") if self.method == "diffusionad" else DIFFUSIONAD_FIELDS):
             del d[key]
-        if self.method == "diffusionad" and self.recon_weight == 0:
-            for key in RECON_TERM_FIELDS:
+        if self.method == "diffusionad":
+            off = [k for k in OFF_FIELDS if not getattr(self, k)] + list(RECON_TERM_FIELDS * (self.recon_weight == 0))
+            for key in off:
                 del d[key]
-        if self.method == "diffusionad" and not self.exposure_correction:
-            del d["exposure_correction"]
         return d
 
     @classmethod

@@ -10,6 +10,7 @@ by every image, so the same image always gets the same score on every backend.
 
 `forward` is a sequence of named steps, the one model function every path runs:
 
+    normalise x -> x at the config's mean brightness, when cfg.input_gain > 0 (model/input_gain.py)
     prepare   x -> U-Net input [x_s; x_l] (2B), or x_s (B) for a single-pass model  (spec step 1)
     networks  the U-Net at t_s (and t_l) -> eps [eps_s; eps_l], or x0 (single pass)
     combine   -> segmentation input cat(x, x0_ng)                                 (spec steps 2-5)
@@ -41,6 +42,7 @@ from dad_edge.model.config import ModelConfig
 from dad_edge.model.dit import DiT
 from dad_edge.model.recon_term import ReconTerm, blur
 from dad_edge.model.exposure_term import ExposureTerm
+from dad_edge.model.input_gain import normalise_gain
 from dad_edge.model.schedule import NoiseSchedule, eval_coefficients
 from dad_edge.model.segnet import SegNet
 from dad_edge.model.unet import UNet, fusion_allowed
@@ -181,6 +183,7 @@ class DiffusionAD(nn.Module):
 
     def forward(self, x: torch.Tensor) -> PipelineOutput:
         """x (B, C, H, W) in [-1, 1] -> PipelineOutput, with the fixed noise and t_s, t_l."""
+        x = self.normalise_input(x)
         anomaly_map, score, _ = self.run_steps(x, self.prepare(x))
         return PipelineOutput(anomaly_map, score)
 
@@ -202,6 +205,7 @@ class DiffusionAD(nn.Module):
 
     def segmentation_input(self, x: torch.Tensor) -> torch.Tensor:
         """prepare, networks and combine on x (B, C, S, S) in [-1, 1] -> cat(x, x0_ng) (B, 2C, S, S)."""
+        x = self.normalise_input(x)
         x_t = self.prepare(x)
         return self.combine(x, self.networks(x_t, self.step_embeddings(x.shape[0])), x_t)
 
@@ -209,6 +213,12 @@ class DiffusionAD(nn.Module):
         """segment, with the reconstruction-error term added when the config has one -> (B, 1, S, S)."""
         maps = self.segment(seg_in)
         return maps if self.recon_term is None else self.recon_term(maps, seg_in)
+
+    def normalise_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input step: each image scaled to the config's mean brightness (model/input_gain.py), or x itself
+        when cfg.input_gain is 0. forward and segmentation_input run it; callers of prepare / run_steps run it
+        first (the fused path does), and training applies the same gain to the clean target."""
+        return normalise_gain(x, self.cfg.input_gain)
 
     def prepare(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Spec step 1 with the fixed noise: the U-Net input [x_s; x_l] (2B, C, S, S), or x_s (B, ...)

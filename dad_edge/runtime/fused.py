@@ -92,7 +92,15 @@ class FusedPipeline:
         seg_in = torch.empty((b, 2 * c, s, s), device=self.device)
         unet_in, _ = ops.preprocess_noise(frames, self.cfg, self.noise, color_order, x_out=seg_in[:, :c],
                                           impl=self.impl)
+        if self.cfg.input_gain > 0:  # each frame's gain needs its mean: applied to x, then noised again
+            return self._normalised(seg_in)
         return unet_in, seg_in
+
+    def _normalised(self, seg_in: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """seg_in's x normalised in place (the model's normalise step) -> (its U-Net input, seg_in)."""
+        x = seg_in[:, :self.cfg.channels]
+        x.copy_(self.model.normalise_input(x))
+        return self.model.prepare(x, noise=self.noise), seg_in
 
     @torch.inference_mode()
     def from_pixels(self, pixels: torch.Tensor, pixel_threshold: Optional[float] = None) -> FusedOutput:
@@ -106,12 +114,14 @@ class FusedPipeline:
     @torch.inference_mode()
     def prepare_pixels(self, pixels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, C, S, S) pixels 0..255 -> (U-Net input, segmentation input with x filled in):
-        DeployGraph's normalisation, then the model's prepare step."""
+        DeployGraph's normalisation, the model's normalise step (when it has one), then its prepare step."""
         c, s = self.cfg.channels, self.cfg.image_size
         b = pixels.shape[0]
         seg_in = torch.empty((b, 2 * c, s, s), device=self.device)
         x = seg_in[:, :c]
         torch.add(pixels.to(self.device, torch.float32) * SCALE, OFFSET, out=x)
+        if self.cfg.input_gain > 0:
+            return self._normalised(seg_in)
         return self.model.prepare(x, noise=self.noise), seg_in
 
     __call__ = from_frames

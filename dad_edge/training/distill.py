@@ -58,7 +58,7 @@ FIXED_NOISE_FRACTION = 0.5
 # The diffusion recipe a student inherits from its teacher: its eps / x0_ng targets only mean
 # something at the teacher's schedule, timesteps and noise.
 INHERITED_FIELDS = ("num_timesteps", "beta_start", "beta_end", "t_small", "t_large", "guidance_w",
-                    "noise_seed", "smoothing_sigma")
+                    "noise_seed", "smoothing_sigma", "input_gain")
 
 
 @dataclass
@@ -139,6 +139,8 @@ def student_overrides(teacher_cfg: ModelConfig, image_size: int, single_pass: bo
     changes["top_k"] = scaled_top_k(teacher_cfg.top_k, teacher_cfg.image_size, image_size)
     changes["denoiser"] = "single_pass" if single_pass else "two_pass"
     changes["seg_stride"] = teacher_cfg.seg.stride  # the teacher's map resolution, not the device's recipe
+    if teacher_cfg.input_gain > 0:  # frames at one brightness already: no exposure slope to fit
+        changes["exposure_correction"] = False
     return changes
 
 
@@ -259,6 +261,7 @@ class Distiller(Trainer):
 
     def _loss(self, batch, gen: torch.Generator) -> DistillTerms:
         x, mask = batch.image.to(self.device), batch.mask.to(self.device)
+        x = self.model.normalise_input(x)  # the teacher's input gain too (inherited): both see these frames
         ev = self._eval_inputs(x.shape[0], gen)
         xt = resize(x, self.tcfg.image_size)
         if self.cfg.denoiser == "single_pass":

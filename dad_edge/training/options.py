@@ -10,6 +10,7 @@ import torch
 from dad_edge.data.augment import parse_augment
 from dad_edge.errors import ConfigError
 from dad_edge.model.config import ModelConfig, preset
+from dad_edge.training.brightness import parse_input_gain
 from dad_edge.training.recipe import Recipe, resolve_recipe
 
 
@@ -34,6 +35,7 @@ class TrainOptions:
     seg_stride: Optional[int] = None  # the segmentation net's input pooling (SegConfig.stride); None: the recipe's
     recon_weight: Optional[float] = None  # the map's reconstruction-error term (ModelConfig.recon_weight); None: the recipe's
     exposure_correction: Optional[bool] = None  # the score's exposure correction (ModelConfig.exposure_correction); None: the recipe's
+    input_gain: Union[None, str, float] = None  # 'auto' (None), 'off' or a mean brightness (training/brightness.py)
     processes: Optional[Union[int, str]] = None  # CPU training processes, N or 'auto' (training/processes.py); None: 1
     seed: int = 0
     val_fraction: float = 0.1
@@ -84,6 +86,7 @@ class TrainOptions:
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers={self.workers} must be >= 0 (0: make batches in the training thread)")
         self.augment = ",".join(parse_augment(self.augment)) or "none"  # checked, and recorded in one spelling
+        parse_input_gain(self.input_gain)
         if not 0.5 <= self.threshold_quantile < 1:
             raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in [0.5, 1)")
         return self
@@ -94,8 +97,8 @@ class TrainOptions:
         for name, default in (("texture_dir", None), ("foreground", None), ("anomaly_prob", 0.5), ("band_prob", 0.0),
                               ("patch_prob", 0.0),
                               ("lr_seg", None), ("large_target", None), ("seg_stride", None),
-                              ("recon_weight", None), ("exposure_correction", None)):
-            if getattr(self, name) != default:
+                              ("recon_weight", None), ("exposure_correction", None), ("input_gain", None)):
+            if getattr(self, name) != default and not (name == "input_gain" and self.input_gain in ("auto", "off")):
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} does not apply to --method recon "
                                   "(a plain DDPM on the good images: no synthetic anomalies, no segmentation net); "
                                   "leave it out")

@@ -32,12 +32,14 @@ from dad_edge.model.config import ModelConfig
 from dad_edge.data.layouts import open_category
 from dad_edge.data.mvtec import detect_channels, load_images
 from dad_edge.errors import CheckpointError, ConfigError, DataError, TrainingError
+from dad_edge.model.input_gain import apply_gain, image_gain
 from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.build import build_model
 from dad_edge.training import distributed, precision, processes  # [#16 distributed]: DDP, no-op in 1 process
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch, resolve_workers
 from dad_edge.training.ema import WeightAverage
+from dad_edge.training.brightness import with_input_gain
 from dad_edge.training.map_statistics import calibrate_exposure_term, calibrate_recon_term
 from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import lr_factor
@@ -82,6 +84,8 @@ class Trainer:
         # Decoded and resized once: the data set of one product fits in memory.
         self.train_images = load_images(train_samples, size, channels)
         self.val_images = load_images(val_samples, size, channels)
+        # Whether frames are scaled to one brightness depends on the good images (training/brightness.py).
+        self.cfg, self.recipe, self.input_gain_choice = with_input_gain(self.cfg, self.recipe, opts, self.train_images)
         recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
         self.synth = synthesizer(opts, size, channels, self.train_images, anomalies=not recon)
         # At their own size: thresholds come from the Detector's own path (frame-size maps), as calibrate's.
@@ -140,14 +144,18 @@ class Trainer:
         if self.cfg.method == "recon":
             return self._recon_loss(batch, gen)
         x, mask, normal = self._input(batch.image), batch.mask.to(self.device), batch.normal.to(self.device)
+        gain = image_gain(x, self.cfg.input_gain) if self.cfg.input_gain > 0 else None
+        x = x if gain is None else apply_gain(x, gain)  # the model's normalise step, as at inference
         t_s, t_l = self._timesteps(x.shape[0], gen)
         noise_s = torch.randn(x.shape, generator=gen).to(self.device)
         noise_l = torch.randn(x.shape, generator=gen).to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             rec = self.step("reconstruct", x, t_s, t_l, noise_s, noise_l)  # [#16 distributed]
         clean = self.recipe.large_target == "clean"
-        target_l = (clean_noise_target(noise_l, x, self._input(batch.clean), self.model.alphas_cumprod[t_l])
-                    if clean else noise_l)
+        if clean:  # the clean image at the sample's own gain: the two differ only where the anomaly is
+            x_clean = self._input(batch.clean)
+            x_clean = x_clean if gain is None else apply_gain(x_clean, gain)
+        target_l = clean_noise_target(noise_l, x, x_clean, self.model.alphas_cumprod[t_l]) if clean else noise_l
         return diffusion_ad_loss(rec.eps_small, rec.eps_large, noise_s, target_l, rec.seg_logits, mask, normal,
                                  large_on_all=clean)
 
@@ -283,6 +291,7 @@ class Trainer:
             "processes": self.ranks.world, "steps": self.steps,
             "precision": precision.describe(self.amp_dtype if self.use_amp else None),
             "recipe": self.recipe.to_dict(),
+            **({"input_gain": self.input_gain_choice} if self.input_gain_choice else {}),
             "options": {k: v for k, v in asdict(self.opts).items() if k not in ("resume", "progress")},
         }
 
