@@ -59,7 +59,8 @@ class Recipe:
     # ModelConfig.exposure_correction of the trained model: the image score less its dependence on the
     # frame's brightness, fitted on the held-out good images and kept only where significant
     # (model/exposure_term.py). On for the compact / tiny presets (benchmarks/README.md, session 13);
-    # off for the paper presets, which reproduce the paper.
+    # off for the paper presets, which reproduce the paper, and wherever the data turn the input gain on
+    # (training/brightness.py: frames at one brightness leave no slope to fit).
     exposure_correction: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
