@@ -64,6 +64,7 @@ def maps_of(model, frames: List[np.ndarray], batch: int = 32):
     full, recon = [], []
     for i in range(0, len(frames), batch):
         x = torch.from_numpy(ops.preprocess(frames[i:i + batch], cfg.image_size, cfg.channels, "RGB"))
+        x = model.normalise_input(x)  # the model's input gain, when it has one (model/input_gain.py)
         b = x.shape[0]
         t_s = torch.full((b,), cfg.t_small, dtype=torch.long)
         t_l = torch.full((b,), cfg.t_large, dtype=torch.long)
