@@ -5,7 +5,7 @@ from its good training images.
 themselves come in several brightnesses: when the spread of their mean grey, relative to its mean (the
 coefficient of variation), is at least GAIN_VARIATION. There brightness tells nothing about defects, and
 the networks would otherwise answer to it (magnetic tile: 0.30 over six lighting conditions; the score
-of a good image followed its brightness). Where the good images are evenly lit (the demo's brick: 0.016)
+of a good image followed its brightness). Where the good images are evenly lit (the demo's brick: 0.013)
 it stays off, so a part that is too dark or too bright as a whole is still seen. The reference is the
 good images' mean brightness, so a typical frame is not changed at all. The choice and the figures it
 was made on are recorded in the checkpoint (training.input_gain).
