@@ -23,6 +23,8 @@ computes the same: ReduceMean, Div, Mul, Clip in ONNX, before the noising.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 # The smallest mean brightness a gain is computed from: an all-black frame is scaled by at most
@@ -30,19 +32,23 @@ import torch
 MIN_MEAN = 1e-3
 
 
-def image_gain(x: torch.Tensor, reference: float) -> torch.Tensor:
+def image_gain(x: torch.Tensor, reference: float) -> Optional[torch.Tensor]:
     """x (B, C, S, S) in [-1, 1] -> (B, 1, 1, 1) float32 gain that brings each image's mean brightness to
-    `reference` (in [0, 1] of the pixel range)."""
+    `reference` (in [0, 1] of the pixel range); None when reference is 0 (off)."""
+    if reference <= 0:
+        return None
     mean = ((x.float() + 1.0) * 0.5).mean(dim=(1, 2, 3), keepdim=True)
     return reference / mean.clamp_min(MIN_MEAN)
 
 
-def apply_gain(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+def apply_gain(x: torch.Tensor, gain: Optional[torch.Tensor]) -> torch.Tensor:
     """x (B, C, S, S) in [-1, 1] scaled by `gain` (B, 1, 1, 1) in pixel terms, clipped to the pixel range,
-    back in [-1, 1] at x's dtype."""
+    back in [-1, 1] at x's dtype; x itself when gain is None (off)."""
+    if gain is None:
+        return x
     return ((x.float() + 1.0) * (0.5 * gain)).clamp(0.0, 1.0).mul(2.0).sub(1.0).to(x.dtype)
 
 
 def normalise_gain(x: torch.Tensor, reference: float) -> torch.Tensor:
     """x with each image's own gain applied (reference > 0); x itself when reference is 0 (off)."""
-    return apply_gain(x, image_gain(x, reference)) if reference > 0 else x
+    return apply_gain(x, image_gain(x, reference))

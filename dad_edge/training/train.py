@@ -144,18 +144,17 @@ class Trainer:
         if self.cfg.method == "recon":
             return self._recon_loss(batch, gen)
         x, mask, normal = self._input(batch.image), batch.mask.to(self.device), batch.normal.to(self.device)
-        gain = image_gain(x, self.cfg.input_gain) if self.cfg.input_gain > 0 else None
-        x = x if gain is None else apply_gain(x, gain)  # the model's normalise step, as at inference
+        gain = image_gain(x, self.cfg.input_gain)  # None when the model has no input gain
+        x = apply_gain(x, gain)  # the model's normalise step, as at inference
         t_s, t_l = self._timesteps(x.shape[0], gen)
         noise_s = torch.randn(x.shape, generator=gen).to(self.device)
         noise_l = torch.randn(x.shape, generator=gen).to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             rec = self.step("reconstruct", x, t_s, t_l, noise_s, noise_l)  # [#16 distributed]
         clean = self.recipe.large_target == "clean"
-        if clean:  # the clean image at the sample's own gain: the two differ only where the anomaly is
-            x_clean = self._input(batch.clean)
-            x_clean = x_clean if gain is None else apply_gain(x_clean, gain)
-        target_l = clean_noise_target(noise_l, x, x_clean, self.model.alphas_cumprod[t_l]) if clean else noise_l
+        # On an anomalous sample the clean image at the sample's own gain: the two differ only where the anomaly is.
+        target_l = (clean_noise_target(noise_l, x, apply_gain(self._input(batch.clean), gain),
+                                       self.model.alphas_cumprod[t_l]) if clean else noise_l)
         return diffusion_ad_loss(rec.eps_small, rec.eps_large, noise_s, target_l, rec.seg_logits, mask, normal,
                                  large_on_all=clean)
 
