@@ -120,6 +120,25 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(run2, data, tmp_p
     assert (out / "train_state.safetensors").read_bytes() == before
 
 
+def test_resume_keeps_the_recipe_and_input_gain_of_the_interrupted_run(data, tmp_path):
+    """Options left unset on --resume come from the run's own record, not from today's defaults or
+    --input-gain auto (which would turn the gain off on these evenly lit images and refuse the state)."""
+    out = tmp_path / "kept"
+    first = dict(COMMON, lr_schedule="cosine", lr_unet=5e-4, warmup_fraction=0.1)
+    train(TrainOptions(data=str(data), out=str(out), epochs=1, input_gain=0.4, **first))
+    unset = {k: v for k, v in COMMON.items() if k not in ("lr_schedule", "warmup_fraction")}
+    train(TrainOptions(data=str(data), out=str(out), epochs=2, resume=True, **unset))
+    _, meta = read_tensors(out / "train_state.safetensors")
+    recipe = meta["training"]["recipe"]
+    assert meta["train_state"]["epoch"] == 2
+    assert (recipe["lr_schedule"], recipe["lr_unet"], recipe["warmup_fraction"]) == ("cosine", 5e-4, 0.1)
+    assert meta["model"]["input_gain"] == 0.4
+    # An option given on --resume still wins.
+    train(TrainOptions(data=str(data), out=str(out), epochs=3, resume=True, **dict(unset, lr_unet=2e-4)))
+    _, meta = read_tensors(out / "train_state.safetensors")
+    assert meta["training"]["recipe"]["lr_unet"] == 2e-4 and meta["training"]["recipe"]["lr_schedule"] == "cosine"
+
+
 def test_resume_with_another_preset_is_a_config_error(run2, data, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(run2, out)
@@ -130,6 +149,10 @@ def test_resume_with_another_preset_is_a_config_error(run2, data, tmp_path):
     opts = TrainOptions(data=str(data), out=str(out), epochs=3, resume=True, **COMMON,
                         model_overrides={"noise_seed": 3})
     with pytest.raises(ConfigError, match="--resume"):
+        Trainer(opts).run()
+    # A field that one config leaves out when off (to_dict) is named too, not a KeyError.
+    opts = TrainOptions(data=str(data), out=str(out), epochs=3, resume=True, **COMMON, input_gain=0.4)
+    with pytest.raises(ConfigError, match="input_gain differ"):
         Trainer(opts).run()
 
 

@@ -28,8 +28,17 @@ def save_tensors(path, tensors: Dict[str, "torch.Tensor"], meta: Dict[str, Any])
     write_bytes_atomic(path, save(tensors, metadata={META_KEY: md.dumps(meta)}))
 
 
+def read_metadata(path) -> Dict[str, Any]:
+    """The validated metadata of a dad_edge safetensors file, without reading its tensors."""
+    return _read(path, with_tensors=False)[1]
+
+
 def read_tensors(path, device: str = "cpu") -> Tuple[Dict[str, "torch.Tensor"], Dict[str, Any]]:
     """Read a dad_edge safetensors file; CheckpointError for anything that is not one."""
+    return _read(path, device)
+
+
+def _read(path, device: str = "cpu", with_tensors: bool = True) -> Tuple[Dict[str, "torch.Tensor"], Dict[str, Any]]:
     from safetensors import safe_open
 
     path = Path(path)
@@ -43,7 +52,7 @@ def read_tensors(path, device: str = "cpu") -> Tuple[Dict[str, "torch.Tensor"], 
                 raise CheckpointError(f"{path} is a safetensors file but not a dad_edge model "
                                       "(no dad_edge metadata); use a file written by `dad-edge train`")
             meta = md.loads(header[META_KEY], str(path))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except CheckpointError:
         raise
     except Exception as exc:  # safetensors raises its own error types for bad headers / short files

@@ -39,6 +39,7 @@ from dad_edge.model.build import build_model
 from dad_edge.training import distributed, precision, processes  # [#16 distributed]: DDP, no-op in 1 process
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch, resolve_workers
 from dad_edge.training.ema import WeightAverage
+from dad_edge.training.resume import resumed_options
 from dad_edge.training.brightness import with_input_gain
 from dad_edge.training.map_statistics import calibrate_exposure_term, calibrate_recon_term
 from dad_edge.training.options import TrainOptions
@@ -62,7 +63,8 @@ def resolve_device(name: str) -> torch.device:
 
 class Trainer:
     def __init__(self, opts: TrainOptions):
-        self.opts = opts.validate()
+        # A resumed run keeps the recipe it was started with (training/resume.py).
+        self.opts = opts = resumed_options(opts.validate())
         self.out = Path(opts.out)
         self.device = resolve_device(opts.device)
         self.ranks = distributed.setup(self.device)  # [#16 distributed]
@@ -346,7 +348,7 @@ class Trainer:
         stored = ModelConfig.from_dict(meta["model"])
         if stored != self.cfg:
             old, new = stored.to_dict(), self.cfg.to_dict()
-            diff = ", ".join(k for k in old if old[k] != new[k])
+            diff = ", ".join(k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))  # off fields are left out
             raise ConfigError(f"--resume: {path} was trained with a different model config ({diff} differ); use the same "
                               "--preset/--image-size/--channels as the interrupted run, or a new --out")
         st = meta.get("train_state")
