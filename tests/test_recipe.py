@@ -33,6 +33,8 @@ def test_cpu_defaults_are_small_images_and_large_rates():
     assert (r.image_size, r.lr_unet, r.lr_seg, r.lr_schedule) == (128, 1e-3, 1e-3, "constant")
     g = default_recipe("compact", 256, "cuda")
     assert g.image_size == 256 and not g.channels_last
+    # The saved model is the weights' running average on a CPU (measured there); CUDA and the paper keep the last.
+    assert r.ema_decay == 0.995 and g.ema_decay == 0.0 and default_recipe("paper", 256, "cpu").ema_decay == 0.0
     assert default_recipe("paper", 256, "cuda").lr_unet == 1e-4
     assert default_recipe("paper-dit", 256, "cuda").lr_unet == 1e-4  # the paper's width: its rates
     # The large scale learns to remove anomalies by default; the paper preset keeps the paper's objective.
