@@ -85,6 +85,7 @@ def test_the_recipe_is_recorded_and_the_cpu_run_uses_its_image_size(data, tmp_pa
     _, meta = read_tensors(path)
     recipe = meta["training"]["recipe"]
     assert recipe["lr_unet"] == 1e-3 and recipe["lr_schedule"] == "constant" and recipe["batch_size"] == 4
+    assert recipe["ema_decay"] == 0.995 and meta["training"]["weights"] == "average"  # the CPU default
     assert meta["model"]["image_size"] == 32  # tiny's own size is under the CPU cap
     assert meta["training"]["steps"] == 3  # 11 training images in batches of 4 (one held out)
 
@@ -172,7 +173,7 @@ def test_interrupted_cosine_run_with_average_resumes_to_the_same_weights(data, t
 
 
 def test_resume_without_the_average_it_was_trained_with_is_refused(data, tmp_path):
-    train(TrainOptions(data=str(data), out=str(tmp_path), epochs=1, **TINY))
+    train(TrainOptions(data=str(data), out=str(tmp_path), epochs=1, ema_decay=0.0, **TINY))
     with pytest.raises(CheckpointError, match="weight average"):
         train(TrainOptions(data=str(data), out=str(tmp_path), epochs=2, resume=True, ema_decay=0.9, **TINY))
 
