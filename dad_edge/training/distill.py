@@ -50,6 +50,7 @@ from dad_edge.model.config import ModelConfig, scaled_top_k
 from dad_edge.errors import CheckpointError, ConfigError
 from dad_edge.model.losses import FOCAL_WEIGHT, focal_loss
 from dad_edge.model.info import count_params
+from dad_edge.training.resume import STATE_FILE
 from dad_edge.training.train import Trainer, TrainOptions, resolve_device
 
 SEGMENTATION_MODES = ("train", "distill")
@@ -307,7 +308,7 @@ class Distiller(Trainer):
         return {"distillation": self.distillation_record()}
 
     def load_state(self) -> None:
-        path = self.out / "train_state.safetensors"
+        path = self.out / STATE_FILE
         if path.is_file():
             _, meta = ckpt.read_tensors(path)
             stored = meta.get("training", {}).get("teacher_config_hash")

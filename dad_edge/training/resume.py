@@ -18,7 +18,7 @@ from dad_edge.artifacts.metadata import model_config
 from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import Recipe
 
-STATE_FILE = "train_state.safetensors"
+STATE_FILE = "train_state.safetensors"  # the run folder's resumable state (training/train.py)
 # Recipe fields a resumed run keeps; processes is left out (how many processes run is this start's choice).
 KEPT = tuple(f.name for f in fields(Recipe) if f.name != "processes")
 
@@ -40,9 +40,7 @@ def resumed_options(opts: TrainOptions) -> TrainOptions:
     cfg = model_config(meta)
     if cfg.method == "diffusionad":
         recipe.update(image_size=cfg.image_size, recon_weight=cfg.recon_weight,
-                      exposure_correction=cfg.exposure_correction)
-        if cfg.seg is not None:
-            recipe["seg_stride"] = cfg.seg.stride
+                      exposure_correction=cfg.exposure_correction, seg_stride=cfg.seg.stride)
     gain_unset = opts.input_gain in (None, "auto") and "input_gain" not in opts.model_overrides
     if not gain_unset:  # the user's gain decides the exposure correction too (training/brightness.py)
         recipe.pop("exposure_correction", None)

@@ -39,7 +39,7 @@ from dad_edge.model.build import build_model
 from dad_edge.training import distributed, precision, processes  # [#16 distributed]: DDP, no-op in 1 process
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch, resolve_workers
 from dad_edge.training.ema import WeightAverage
-from dad_edge.training.resume import resumed_options
+from dad_edge.training.resume import STATE_FILE, resumed_options
 from dad_edge.training.brightness import with_input_gain
 from dad_edge.training.map_statistics import calibrate_exposure_term, calibrate_recon_term
 from dad_edge.training.options import TrainOptions
@@ -338,10 +338,10 @@ class Trainer:
             "history": self.history, "param_groups": opt_state["param_groups"],
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
         })
-        ckpt.save_tensors(self.out / "train_state.safetensors", tensors, meta)
+        ckpt.save_tensors(self.out / STATE_FILE, tensors, meta)
 
     def load_state(self) -> None:
-        path = self.out / "train_state.safetensors"
+        path = self.out / STATE_FILE
         if not path.is_file():
             raise CheckpointError(f"--resume: no {path}; start without --resume, or point --out at the run folder")
         tensors, meta = ckpt.read_tensors(path)
