@@ -6,7 +6,8 @@ written by `dad-edge train --snapshot-minutes M` and this script reads them afte
 Each snapshot is scored three ways from one pass of its networks (same pre-processing as the
 Detector, maps at the model's resolution as `dad-edge eval` reports them):
   full   the model's own map (segmentation net on cat(x, x0_ng), with its reconstruction-error term when
-         the model has one) and top-k score: the deployed output
+         the model has one) and top-k score, less the exposure correction when the model has one: the
+         deployed output
   recon  reconstruction error alone: mean over channels of |x - x0_ng|, Gaussian-smoothed (sigma 2 px),
          top-k score
   mixed  full * (1 + recon / r99), r99 the 99th percentile of the recon map on training images:
@@ -58,10 +59,11 @@ def load_frames(paths) -> List[np.ndarray]:
 
 @torch.no_grad()
 def maps_of(model, frames: List[np.ndarray], batch: int = 32):
-    """(full map, recon map) (N, S, S) float32 for RGB/gray frames, as the model sees them."""
+    """(full map, recon map) (N, S, S) float32 and the deployed image scores (N,) for RGB/gray frames,
+    as the model sees them."""
     cfg = model.cfg
     taps = gaussian_kernel(RECON_SIGMA)
-    full, recon = [], []
+    full, recon, scores = [], [], []
     for i in range(0, len(frames), batch):
         x = torch.from_numpy(ops.preprocess(frames[i:i + batch], cfg.image_size, cfg.channels, "RGB"))
         x = model.normalise_input(x)  # the model's input gain, when it has one (model/input_gain.py)
@@ -75,9 +77,13 @@ def maps_of(model, frames: List[np.ndarray], batch: int = 32):
         if model.smoothing is not None:
             m = model.smooth(m)
         full.append(m[:, 0].numpy())
+        score = torch.from_numpy(top_k_scores(full[-1], cfg.top_k))
+        if getattr(model, "exposure_term", None) is not None:  # the score less its brightness slope
+            score = model.exposure_term(score, x)
+        scores.append(score.numpy())
         r = reconstruction_error(x, rec.x0_guided, taps)
         recon.append(r[:, 0].numpy())
-    return np.concatenate(full), np.concatenate(recon)
+    return np.concatenate(full), np.concatenate(recon), np.concatenate(scores)
 
 
 def top_k_scores(maps: np.ndarray, k: int) -> np.ndarray:
@@ -97,14 +103,14 @@ def evaluate_snapshot(path: Path, test, masks, norm_frames) -> Dict:
     model, meta = load_model(path)
     model.eval()
     k = model.cfg.top_k
-    full, recon = maps_of(model, test["frames"])
-    _, recon_train = maps_of(model, norm_frames)
+    full, recon, full_scores = maps_of(model, test["frames"])
+    _, recon_train, _ = maps_of(model, norm_frames)
     r99 = float(np.quantile(recon_train, 0.99)) or 1.0
     mixed = full * (1.0 + recon / r99)
     row = {"file": str(path), "training": {key: meta["training"].get(key) for key in
                                            ("epochs", "steps", "train_seconds", "snapshot_minutes", "weights")}}
     for name, maps in (("full", full), ("recon", recon), ("mixed", mixed)):
-        scores = top_k_scores(maps, k)
+        scores = full_scores if name == "full" else top_k_scores(maps, k)
         if name == "full":
             row["full_scores"] = scores
         row[name] = summary(compute_metrics(test["labels"], scores, masks, maps, test["types"]))

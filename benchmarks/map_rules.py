@@ -13,6 +13,8 @@ are computed once; each rule is then a function of those arrays:
   recon            the reconstruction-error term alone (model/recon_term.py's standardised error)
   seg + W recon    the deployed map with ModelConfig.recon_weight = W (model/recon_term.py)
 
+A model with an exposure correction (model/exposure_term.py) has it applied to every rule's image score.
+
 Every rule is scored with the metrics `dad-edge eval` uses. The test split selects nothing here: this
 is a report of what the rules would have given (benchmarks/README.md, session 10); the library's
 default came from it and was then checked on seeds trained afterwards with `dad-edge eval`.
@@ -94,7 +96,15 @@ def rules(model, test_frames, val_frames) -> Dict[str, Callable[[], Tuple[np.nda
     out["recon"] = lambda: (r, top_k(r, k))
     for w in WEIGHTS:
         out[f"seg + {w:g} recon"] = lambda w=w: (lambda t: (t, top_k(t, k)))(with_term(w))
-    return out
+    if getattr(model, "exposure_term", None) is None:
+        return out
+    x = seg_in[:, :model.cfg.channels]  # the model's input, after its input gain
+
+    def corrected(rule):  # every image score less the model's brightness slope, as the deployed score is
+        maps, image_scores = rule()
+        return maps, model.exposure_term(torch.from_numpy(np.asarray(image_scores, np.float32)), x).numpy()
+
+    return {name: (lambda rule=rule: corrected(rule)) for name, rule in out.items()}
 
 
 def scores(maps, image_scores, labels, masks, types) -> Tuple[float, float, float, float]:

@@ -44,3 +44,23 @@ def test_every_rule_is_scored_and_the_deployed_one_matches_eval(run, tmp_path, c
     # ... and the segmentation map alone is another map (the term changes the ranking of pixels).
     assert rows["seg top-k"][str(model)][1] != pytest.approx(pixel, abs=1e-6)
     assert "mean difference to seg top-k" in capsys.readouterr().out
+
+
+def test_image_scores_carry_the_exposure_correction_as_eval_does(tmp_path):
+    import torch
+
+    from dad_edge.artifacts import checkpoint as ckpt
+
+    rules = benchmark_module("map_rules")
+    data = build_demo_dataset(tmp_path / "data", size=32, n_train=10, n_test_good=4, n_test_per_defect=3)
+    path = train(TrainOptions(data=str(data), out=str(tmp_path / "run"), preset="tiny", epochs=1, batch_size=4,
+                              progress=False, device="cpu", recon_weight=0.5, exposure_correction=True,
+                              input_gain="off"))
+    model, meta = ckpt.load_model(path)
+    with torch.no_grad():  # a slope as a strongly lit product's fit would keep (10 held-out images keep none)
+        model.exposure_term.coef.copy_(torch.tensor([0.8, -0.2]))
+    ckpt.save_model(path, model, meta)
+    result = tmp_path / "rules.json"
+    assert rules.main([str(path), "--data", str(data), "--out", str(result)]) == 0
+    image, _, _, _ = json.loads(result.read_text())["seg + 0.5 recon"][str(path)]
+    assert image == pytest.approx(evaluate_model(path, data)["image_auroc"], abs=1e-4)
