@@ -298,3 +298,23 @@ def test_training_images_are_the_detectors_preprocessing(data):
     x_train = to_model_range(load_images(samples, 24, 1)).numpy()
     x_deployed = ops.preprocess([read_image(s.path) for s in samples], 24, 1, "RGB")
     np.testing.assert_allclose(x_train, x_deployed, rtol=0, atol=1e-6)
+
+
+def test_resume_records_the_input_gain_as_the_interrupted_run_chose_it(data, tmp_path):
+    """An `--input-gain auto` run that turned the gain on is still recorded as "auto" after a resume, not as
+    the number resume carried over."""
+    import cv2
+
+    varied = tmp_path / "varied"
+    shutil.copytree(data, varied)
+    for i, path in enumerate(sorted((varied / "train" / "good").iterdir())):  # two lighting conditions
+        image = cv2.imread(str(path))
+        cv2.imwrite(str(path), (image * (0.5 if i % 2 else 1.0)).astype(np.uint8))
+    out = tmp_path / "auto"
+    train(TrainOptions(data=str(varied), out=str(out), epochs=1, **COMMON))
+    _, meta = read_tensors(out / "train_state.safetensors")
+    chosen = meta["training"]["input_gain"]
+    assert chosen["setting"] == "auto" and chosen["input_gain"] > 0
+    train(TrainOptions(data=str(varied), out=str(out), epochs=2, resume=True, **COMMON))
+    _, meta = read_tensors(out / "train_state.safetensors")  # written after every epoch
+    assert meta["train_state"]["epoch"] == 2 and meta["training"]["input_gain"] == chosen

@@ -351,6 +351,9 @@ class Trainer:
             diff = ", ".join(k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))  # off fields are left out
             raise ConfigError(f"--resume: {path} was trained with a different model config ({diff} differ); use the same "
                               "--preset/--image-size/--channels as the interrupted run, or a new --out")
+        recorded = meta.get("training", {}).get("input_gain")  # how the interrupted run chose its gain ("auto")
+        if isinstance(recorded, dict) and recorded.get("input_gain") == self.cfg.input_gain:
+            self.input_gain_choice = recorded
         st = meta.get("train_state")
         if not isinstance(st, dict):
             raise CheckpointError(f"{path} has no train_state section; it is not a training state file")
