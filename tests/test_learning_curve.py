@@ -9,7 +9,7 @@ import pytest
 
 from dad_edge.data.demo import build_demo_dataset
 from dad_edge.training.train import TrainOptions, train
-from training_support import benchmark_module
+from training_support import benchmark_module, model_with_exposure_slope
 
 
 
@@ -56,23 +56,12 @@ def test_curve_rows_have_every_scoring_and_match_the_detector(run, tmp_path):
     assert rows[-1]["max_abs_score_diff_vs_detector"] <= 1e-6
 
 
+
 def test_full_scores_carry_the_exposure_correction_as_the_detector_does(tmp_path):
     """A model whose score has a brightness slope: the curve's "full" scores are still dad-edge eval's."""
-    import torch
-
-    from dad_edge.artifacts import checkpoint as ckpt
-
     lc = _module()
-    data = build_demo_dataset(tmp_path / "data", size=32, n_train=10, n_test_good=4, n_test_per_defect=3)
-    out = tmp_path / "run"
-    path = train(TrainOptions(data=str(data), out=str(out), preset="tiny", epochs=1, batch_size=4, progress=False,
-                              device="cpu", exposure_correction=True, input_gain="off"))
-    model, meta = ckpt.load_model(path)
-    assert model.exposure_term is not None
-    with torch.no_grad():  # a slope as a strongly lit product's fit would keep (10 held-out images keep none)
-        model.exposure_term.coef.copy_(torch.tensor([0.8, -0.2]))
-    ckpt.save_model(path, model, meta)
+    data, path = model_with_exposure_slope(tmp_path)
     result = tmp_path / "curve.json"
-    assert lc.main([str(out), "--data", str(data), "--out", str(result)]) == 0
+    assert lc.main([str(path.parent), "--data", str(data), "--out", str(result)]) == 0
     rows = json.loads(result.read_text())
     assert rows[-1]["max_abs_score_diff_vs_detector"] <= 1e-6

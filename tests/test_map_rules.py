@@ -9,7 +9,7 @@ import pytest
 from dad_edge.data.demo import build_demo_dataset
 from dad_edge.training.evaluate import evaluate_model
 from dad_edge.training.train import TrainOptions, train
-from training_support import benchmark_module
+from training_support import benchmark_module, model_with_exposure_slope
 
 
 
@@ -46,20 +46,10 @@ def test_every_rule_is_scored_and_the_deployed_one_matches_eval(run, tmp_path, c
     assert "mean difference to seg top-k" in capsys.readouterr().out
 
 
+
 def test_image_scores_carry_the_exposure_correction_as_eval_does(tmp_path):
-    import torch
-
-    from dad_edge.artifacts import checkpoint as ckpt
-
     rules = benchmark_module("map_rules")
-    data = build_demo_dataset(tmp_path / "data", size=32, n_train=10, n_test_good=4, n_test_per_defect=3)
-    path = train(TrainOptions(data=str(data), out=str(tmp_path / "run"), preset="tiny", epochs=1, batch_size=4,
-                              progress=False, device="cpu", recon_weight=0.5, exposure_correction=True,
-                              input_gain="off"))
-    model, meta = ckpt.load_model(path)
-    with torch.no_grad():  # a slope as a strongly lit product's fit would keep (10 held-out images keep none)
-        model.exposure_term.coef.copy_(torch.tensor([0.8, -0.2]))
-    ckpt.save_model(path, model, meta)
+    data, path = model_with_exposure_slope(tmp_path, recon_weight=0.5)
     result = tmp_path / "rules.json"
     assert rules.main([str(path), "--data", str(data), "--out", str(result)]) == 0
     image, _, _, _ = json.loads(result.read_text())["seg + 0.5 recon"][str(path)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from pathlib import Path
+from typing import Tuple
 
 from dad_edge.data.demo import build_demo_dataset
 
@@ -26,3 +27,21 @@ def benchmark_module(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def model_with_exposure_slope(tmp_path: Path, **options) -> Tuple[Path, Path]:
+    """(data, model path): a 1-epoch tiny run whose score has a brightness slope, as a strongly lit product's fit
+    would keep one (the 10 held-out images of a test run keep none, so it is set by hand)."""
+    import torch
+
+    from dad_edge.artifacts import checkpoint as ckpt
+    from dad_edge.training.train import TrainOptions, train
+
+    data = build_demo_dataset(tmp_path / "data", size=32, n_train=10, n_test_good=4, n_test_per_defect=3)
+    path = train(TrainOptions(data=str(data), out=str(tmp_path / "run"), preset="tiny", epochs=1, batch_size=4,
+                              progress=False, device="cpu", exposure_correction=True, input_gain="off", **options))
+    model, meta = ckpt.load_model(path)
+    with torch.no_grad():
+        model.exposure_term.coef.copy_(torch.tensor([0.8, -0.2]))
+    ckpt.save_model(path, model, meta)
+    return data, path
