@@ -232,8 +232,8 @@ def test_cli_baseline_then_eval(method, data, tmp_path, capsys):
     assert main(["eval", str(path), "--data", str(data)]) == 0
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("all")).split()
-    # all, image AUROC, pixel AUROC, AU-PRO, pixel AP, F1-max, images
-    assert row[2:5] == ["-", "-", "-"] and float(row[1]) >= 0 and row[6] == "10"
+    # all, image AUROC, pixel AUROC, AU-PRO, pixel AP, F1-max, pixel AUROC in image, images
+    assert row[2:5] == ["-", "-", "-"] and float(row[1]) >= 0 and row[6] == "-" and row[7] == "10"
     assert "Traceback" not in table
     # The report line names only what was written: a baseline has no maps, so no overlays.
     assert main(["eval", str(path), "--data", str(data), "--out", str(tmp_path / "eval2")]) == 0

@@ -60,12 +60,14 @@ def _pct(v) -> str:
 
 
 def print_metrics(m) -> None:
-    keys = ("image_auroc", "pixel_auroc", "au_pro", "pixel_ap", "f1_max")
-    print(f"{'':12s}" + "".join(f"{k:>13s}" for k in keys) + "   images")
+    columns = (("image_auroc", "image_auroc"), ("pixel_auroc", "pixel_auroc"), ("au_pro", "au_pro"),
+               ("pixel_ap", "pixel_ap"), ("f1_max", "f1_max"), ("pixel_auroc_in_image", "px_in_image"))
+    print(f"{'':12s}" + "".join(f"{label:>13s}" for _, label in columns) + "   images")
     rows = [("all", m)] + sorted(m.get("per_type", {}).items())
     for name, r in rows:
-        print(f"{name:12s}" + "".join(f"{_pct(r.get(k)):>13s}" for k in keys) + f"   {r.get('num_images')}")
-    print(f"(percent; AU-PRO: {m.get('au_pro_definition')})")
+        print(f"{name:12s}" + "".join(f"{_pct(r.get(k)):>13s}" for k, _ in columns) + f"   {r.get('num_images')}")
+    print(f"(percent; AU-PRO: {m.get('au_pro_definition')}; px_in_image: each defect image's own pixel AUROC, "
+          "its defect against the rest of it, averaged)")
     if m.get("image_level_only"):
         print(m["image_level_only"])
     missing = m.get("images_without_masks") or {}

@@ -22,7 +22,8 @@ from dad_edge.report.gallery import Case, worst_cases
 from dad_edge.version import __version__
 
 METRIC_COLUMNS = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("au_pro", "AU-PRO"),
-                  ("pixel_ap", "pixel AP"), ("f1_max", "image F1-max"))
+                  ("pixel_ap", "pixel AP"), ("f1_max", "image F1-max"),
+                  ("pixel_auroc_in_image", "pixel AUROC in image"))
 SECTIONS = ("metrics", "curves", "scores", "false-alarms", "misses")
 
 _STYLE = """

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -24,6 +24,7 @@ from dad_edge.data.mvtec import Sample, load_masks
 from dad_edge.data.preprocess import check_frame, resize_bilinear
 from dad_edge.runtime.detector import Detector
 from dad_edge.progress import progress_bar
+from dad_edge.training.localisation import add_in_image_auroc, in_image_auroc
 from dad_edge.training.metrics import compute_metrics, roc_curve
 
 
@@ -33,6 +34,7 @@ class Predictions:
     maps: np.ndarray  # (N, S, S) float32
     scores: np.ndarray  # (N,)
     masks: np.ndarray  # (N, S, S) bool
+    in_image: Optional[np.ndarray] = field(default=None)  # (N,) each defect image's own pixel AUROC, NaN: none
 
     @property
     def labels(self) -> np.ndarray:
@@ -85,6 +87,8 @@ def evaluate(detector: Detector, data_root, out_dir=None, overlays_per_type: int
     category = data_root if isinstance(data_root, Category) else open_category(data_root)
     preds = predict_test_set(detector, category.test_samples(), progress)
     metrics = compute_metrics(preds.labels, preds.scores, preds.masks, preds.maps, preds.defect_types)
+    preds.in_image = in_image_auroc(preds.masks, preds.maps)  # all NaN without masks or maps
+    add_in_image_auroc(metrics, preds.in_image, preds.defect_types)
     if getattr(category, "has_masks", True):
         root = category.root if isinstance(data_root, Category) else Path(data_root)
         metrics["images_without_masks"] = images_without_masks(preds.samples, root)
@@ -124,12 +128,15 @@ def evaluate_model(model_path, data_root, out_dir=None, backend: Optional[str] =
 
 
 def write_scores(path: Path, preds: Predictions) -> None:
-    """One row per test image: path, defect type, label, score (repr: read back bit for bit)."""
+    """One row per test image: path, defect type, label, score (repr: read back bit for bit) and the
+    image's own pixel AUROC (empty for good images and images without a mask)."""
+    in_image = preds.in_image if preds.in_image is not None else np.full(len(preds.samples), np.nan)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["path", "defect_type", "label", "score"])
-        for s, score in zip(preds.samples, preds.scores):
-            w.writerow([str(s.path), s.defect_type, s.label, repr(float(score))])
+        w.writerow(["path", "defect_type", "label", "score", "pixel_auroc_in_image"])
+        for s, score, auc in zip(preds.samples, preds.scores, in_image):
+            w.writerow([str(s.path), s.defect_type, s.label, repr(float(score)),
+                        f"{auc:.6f}" if np.isfinite(auc) else ""])
 
 
 def write_report(preds: Predictions, metrics: Dict[str, object], out: Path, overlays_per_type: int) -> None:
