@@ -36,6 +36,7 @@ from dad_edge.data.mvtec import MVTecCategory, load_masks
 from dad_edge.model.diffusion_ad import gaussian_kernel
 from dad_edge.model.recon_term import reconstruction_error
 from dad_edge.runtime import ops
+from dad_edge.training.localisation import add_in_image_auroc, in_image_auroc
 from dad_edge.training.metrics import compute_metrics
 
 SCORINGS = ("full", "recon", "mixed")
@@ -96,6 +97,9 @@ def summary(metrics: Dict) -> Dict[str, float]:
     out = {k: metrics[k] for k in keys}
     out["per_type_pixel_auroc"] = {t: v["pixel_auroc"] for t, v in metrics["per_type"].items()}
     out["per_type_image_auroc"] = {t: v["image_auroc"] for t, v in metrics["per_type"].items()}
+    # Each defect image's own pixel AUROC: does the map find the defect at all (training/localisation.py)
+    out["pixel_auroc_in_image"] = metrics["pixel_auroc_in_image"]
+    out["per_type_pixel_auroc_in_image"] = {t: v["pixel_auroc_in_image"] for t, v in metrics["per_type"].items()}
     return out
 
 
@@ -113,7 +117,9 @@ def evaluate_snapshot(path: Path, test, masks, norm_frames) -> Dict:
         scores = full_scores if name == "full" else top_k_scores(maps, k)
         if name == "full":
             row["full_scores"] = scores
-        row[name] = summary(compute_metrics(test["labels"], scores, masks, maps, test["types"]))
+        metrics = compute_metrics(test["labels"], scores, masks, maps, test["types"])
+        add_in_image_auroc(metrics, in_image_auroc(masks, maps), test["types"])
+        row[name] = summary(metrics)
     return row
 
 
@@ -170,7 +176,9 @@ def main(argv=None) -> int:
             print(f"{run.name:>16} {path.stem:>22} ep {tr['epochs']:>3} steps {tr['steps']!s:>5} | "
                   f"full {f['image_auroc']:.3f} {f['pixel_auroc']:.3f} {f['au_pro']:.3f} | "
                   f"recon {r['image_auroc']:.3f} {r['pixel_auroc']:.3f} {r['au_pro']:.3f} | "
-                  f"mixed {m['image_auroc']:.3f} {m['pixel_auroc']:.3f} {m['au_pro']:.3f} "
+                  f"mixed {m['image_auroc']:.3f} {m['pixel_auroc']:.3f} {m['au_pro']:.3f} | in image "
+                  + " ".join(f"{t} {v:.3f}" for t, v in f["per_type_pixel_auroc_in_image"].items() if v is not None)
+                  + f" "
                   f"({time.time() - t0:.0f} s)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))

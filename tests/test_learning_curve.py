@@ -52,6 +52,9 @@ def test_curve_rows_have_every_scoring_and_match_the_detector(run, tmp_path):
             m = row[scoring]
             assert 0.0 <= m["image_auroc"] <= 1.0 and 0.0 <= m["pixel_auroc"] <= 1.0
             assert set(m["per_type_pixel_auroc"]) == {"scratch", "spot", "crack"}
+            inside = m["per_type_pixel_auroc_in_image"]
+            assert set(inside) == {"scratch", "spot", "crack"} and all(0.0 <= v <= 1.0 for v in inside.values())
+            assert min(inside.values()) <= m["pixel_auroc_in_image"] <= max(inside.values())
     # The curve's "full" scores are the deployed ones: the same numbers dad-edge eval gives.
     assert rows[-1]["max_abs_score_diff_vs_detector"] <= 1e-6
 
