@@ -218,6 +218,29 @@ def test_preview_writes_n_pngs(data, tmp_path):
     assert not (out / "model.safetensors").exists()  # preview does not train
 
 
+def test_preview_shows_the_views_training_draws_with_augment(data, tmp_path):
+    """With --augment, preview sample i is image i through the view training's first epoch gives it."""
+    from dad_edge.data.augment import parse_augment
+    from dad_edge.data.layouts import open_category
+    from dad_edge.data.mvtec import load_images
+    from dad_edge.training.batches import sample_view
+
+    opts = TrainOptions(data=str(data), out=str(tmp_path / "pv"), epochs=1, augment="hflip,vflip,rot90", **COMMON)
+    paths = preview(opts, 6)
+    samples, _ = open_category(opts.data).train_val_split(opts.val_fraction, opts.seed)
+    originals = load_images(samples[:6], 32, 3)
+    views = [sample_view(parse_augment(opts.augment), [opts.seed, 0, i]) for i in range(6)]
+    assert sum(not v.identity for v in views) >= 3  # the test means something only if views are drawn
+    for i, (path, view) in enumerate(zip(paths, views)):
+        assert path.name == f"synthetic_{i:03d}_{view.name}.png"
+        img = read_image(path)
+        shown, normal = img[:, :32, 0], img[:, 32:, 0] == 0
+        expected = view.apply(originals[i])[..., 0]
+        assert normal.any() and np.array_equal(shown[normal], expected[normal])  # outside the anomaly: the view
+        if not view.identity:  # and not the image as it was
+            assert not np.array_equal(shown[normal], originals[i][..., 0][normal])
+
+
 def test_synthetic_batches_are_a_function_of_seed_and_epoch(data):
     from dad_edge.data.synthetic import AnomalySynthesizer
     from dad_edge.training.train import SyntheticBatches

@@ -55,6 +55,13 @@ class View(NamedTuple):
     def identity(self) -> bool:
         return not (self.hflip or self.vflip or self.quarter_turns)
 
+    @property
+    def name(self) -> str:
+        """'hflip-rot90' etc.; 'identity' for the image as it is."""
+        parts = ["hflip"] * self.hflip + ["vflip"] * self.vflip + \
+            ([f"rot{90 * self.quarter_turns}"] if self.quarter_turns else [])
+        return "-".join(parts) or "identity"
+
 
 def draw_view(views: Sequence[str], rng: np.random.Generator) -> View:
     """A random view among those allowed: each flip with probability 1/2, a uniform quarter turn."""

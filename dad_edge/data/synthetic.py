@@ -307,8 +307,10 @@ class AnomalySynthesizer:
         return self._anomalous(image, rng, stem, view)
 
     def preview(self, images: Sequence[np.ndarray], n: int, out_dir: PathLike, seed: int = 0,
-                stems: Optional[Sequence[str]] = None) -> List[Path]:
-        """Write `n` PNGs, each an anomalous sample beside its mask; return their paths."""
+                stems: Optional[Sequence[str]] = None, views: Optional[Sequence[View]] = None) -> List[Path]:
+        """Write `n` PNGs, each an anomalous sample beside its mask; return their paths.
+
+        views: sample i's image is taken through views[i] first (training's --augment), named in its file."""
         if len(images) == 0:
             raise DataError("AnomalySynthesizer.preview: no images given")
         rng = np.random.default_rng(seed)
@@ -317,9 +319,12 @@ class AnomalySynthesizer:
         for i in range(n):
             image = images[i % len(images)]
             self._check(image)
-            aug, mask, _ = self._anomalous(image, rng, stems[i % len(stems)] if stems else None)
+            view = views[i] if views is not None else None
+            if view is not None and not view.identity:
+                image = view.apply(image)
+            aug, mask, _ = self._anomalous(image, rng, stems[i % len(stems)] if stems else None, view)
             mask_img = np.repeat((mask * 255).astype(np.uint8)[:, :, None], self.channels, axis=2)
-            path = out_dir / f"synthetic_{i:03d}.png"
+            path = out_dir / (f"synthetic_{i:03d}.png" if view is None else f"synthetic_{i:03d}_{view.name}.png")
             write_image(path, np.concatenate([to_uint8(aug), mask_img], axis=1))
             paths.append(path)
         return paths

@@ -9,7 +9,7 @@ from typing import List, NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
-from dad_edge.data.augment import draw_view
+from dad_edge.data.augment import View, draw_view
 from dad_edge.data.preprocess import OFFSET, SCALE
 from dad_edge.data.synthetic import AnomalySynthesizer
 
@@ -27,6 +27,12 @@ class TrainingBatch(NamedTuple):
     mask: torch.Tensor  # (B, 1, S, S) in {0, 1}
     normal: torch.Tensor  # (B,) bool
     clean: torch.Tensor  # (B, C, S, S) in [-1, 1]: the normal image the sample was made from
+
+
+def sample_view(augment: Sequence[str], key: List[int]) -> Optional[View]:
+    """The view a sample with seed `key` is taken through; None without `augment`. Its own stream
+    (key + VIEW_STREAM): without views, the anomalies are those of before."""
+    return draw_view(augment, np.random.default_rng(key + [VIEW_STREAM])) if augment else None
 
 
 class SyntheticBatches:
@@ -58,9 +64,8 @@ class SyntheticBatches:
     def _sample(self, epoch: int, i: int):
         key = self._sample_key(epoch, i)
         rng = np.random.default_rng(key)
-        image, view = self.images[i], None
-        if self.augment:  # its own stream: without views, the anomalies are those of before
-            view = draw_view(self.augment, np.random.default_rng(key + [VIEW_STREAM]))
+        image, view = self.images[i], sample_view(self.augment, key)
+        if view is not None:
             image = image if view.identity else view.apply(image)  # apply() copies
         return self.synth(image, rng, self.stems[i], view) + (image,)
 
