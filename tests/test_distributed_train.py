@@ -87,3 +87,24 @@ def test_two_gloo_processes_train_resume_and_eval_reads_the_model(data, tmp_path
     assert main(["eval", str(out / "model.safetensors"), "--data", str(data), "--device", "cpu", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 0.0 <= metrics["image_auroc"] <= 1.0
+
+
+def test_two_gloo_processes_distil_a_student(data, tmp_path):
+    """distill under torchrun: the ranks share the batches, rank 0 alone reports and writes, and every rank
+    leaves the job after the last save (training/train.py run_and_leave, as train does)."""
+    from dad_edge.cli import main
+
+    teacher = tmp_path / "teacher"
+    assert main(["train", "--data", str(data), "--out", str(teacher), "--preset", "tiny", "--batch-size", "4",
+                 "--device", "cpu", "--epochs", "1", "--quiet"]) == 0
+    out = tmp_path / "student"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "dad_edge",
+           "distill", "--teacher", str(teacher / "model.safetensors"), "--data", str(data), "--out", str(out),
+           "--preset", "tiny", "--batch-size", "4", "--device", "cpu", "--epochs", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch 1:") == 1
+    _, meta = read_tensors(out / "model.safetensors")
+    assert meta["training"]["epochs"] == 1 and meta["distillation"]["teacher"]["config_hash"]
+    assert meta["training"]["steps"] == 2  # each rank took its share of the 4 global batches

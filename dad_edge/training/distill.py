@@ -51,7 +51,7 @@ from dad_edge.errors import CheckpointError, ConfigError
 from dad_edge.model.losses import FOCAL_WEIGHT, focal_loss
 from dad_edge.model.info import count_params
 from dad_edge.training.resume import STATE_FILE
-from dad_edge.training.train import Trainer, TrainOptions, resolve_device
+from dad_edge.training.train import Trainer, TrainOptions, resolve_device, run_and_leave
 
 SEGMENTATION_MODES = ("train", "distill")
 # Share of samples that see the model's fixed noise at the eval timesteps (the rest: fresh noise).
@@ -321,4 +321,4 @@ class Distiller(Trainer):
 
 def distill(opts: DistillOptions) -> Path:
     """Distil a student and return the path of its selected model.safetensors."""
-    return Distiller(opts).run()
+    return run_and_leave(Distiller(opts))

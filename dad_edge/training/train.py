@@ -386,10 +386,14 @@ def train(opts: TrainOptions) -> Path:
     n = processes.planned(opts)
     if n > 1:
         return processes.launch(opts, n)
-    trainer = Trainer(opts)
+    return run_and_leave(Trainer(opts))
+
+
+def run_and_leave(trainer: Trainer) -> Path:
+    """trainer.run(), then leave the torchrun job (train and distill alike) [#16 distributed]."""
     try:
         path = trainer.run()
         trainer.ranks.close(synchronize=True)  # every rank past the last save before any leaves
         return path
     finally:
-        trainer.ranks.close()  # [#16 distributed]; after an error: at once
+        trainer.ranks.close()  # after an error: at once
