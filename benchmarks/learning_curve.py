@@ -178,8 +178,7 @@ def main(argv=None) -> int:
                   f"recon {r['image_auroc']:.3f} {r['pixel_auroc']:.3f} {r['au_pro']:.3f} | "
                   f"mixed {m['image_auroc']:.3f} {m['pixel_auroc']:.3f} {m['au_pro']:.3f} | in image "
                   + " ".join(f"{t} {v:.3f}" for t, v in f["per_type_pixel_auroc_in_image"].items() if v is not None)
-                  + f" "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+                  + f" ({time.time() - t0:.0f} s)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
     print(f"wrote {args.out}")

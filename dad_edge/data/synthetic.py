@@ -320,7 +320,7 @@ class AnomalySynthesizer:
             image = images[i % len(images)]
             self._check(image)
             view = views[i] if views is not None else None
-            if view is not None and not view.identity:
+            if view is not None:
                 image = view.apply(image)
             aug, mask, _ = self._anomalous(image, rng, stems[i % len(stems)] if stems else None, view)
             mask_img = np.repeat((mask * 255).astype(np.uint8)[:, :, None], self.channels, axis=2)

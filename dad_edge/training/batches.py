@@ -29,6 +29,11 @@ class TrainingBatch(NamedTuple):
     clean: torch.Tensor  # (B, C, S, S) in [-1, 1]: the normal image the sample was made from
 
 
+def sample_key(seed: int, epoch: int, index: int) -> List[int]:
+    """The seed of image `index`'s draws in `epoch` (one process; the preview shows epoch 0's)."""
+    return [seed, epoch, index]
+
+
 def sample_view(augment: Sequence[str], key: List[int]) -> Optional[View]:
     """The view a sample with seed `key` is taken through; None without `augment`. Its own stream
     (key + VIEW_STREAM): without views, the anomalies are those of before."""
@@ -59,14 +64,14 @@ class SyntheticBatches:
 
     def _sample_key(self, epoch: int, i: int) -> List[int]:
         """The seed of sample i's draws in `epoch`."""
-        return [self.seed, epoch, i]
+        return sample_key(self.seed, epoch, i)
 
     def _sample(self, epoch: int, i: int):
         key = self._sample_key(epoch, i)
         rng = np.random.default_rng(key)
         image, view = self.images[i], sample_view(self.augment, key)
         if view is not None:
-            image = image if view.identity else view.apply(image)  # apply() copies
+            image = view.apply(image)  # a copy, or the image itself for the identity
         return self.synth(image, rng, self.stems[i], view) + (image,)
 
     def _collate(self, samples) -> TrainingBatch:

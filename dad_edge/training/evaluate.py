@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -34,7 +34,7 @@ class Predictions:
     maps: np.ndarray  # (N, S, S) float32
     scores: np.ndarray  # (N,)
     masks: np.ndarray  # (N, S, S) bool
-    in_image: Optional[np.ndarray] = field(default=None)  # (N,) each defect image's own pixel AUROC, NaN: none
+    in_image: Optional[np.ndarray] = None  # (N,) each defect image's own pixel AUROC, NaN: none
 
     @property
     def labels(self) -> np.ndarray:

@@ -15,7 +15,7 @@ from dad_edge.data.layouts import open_category
 from dad_edge.data.mvtec import detect_channels, load_images
 from dad_edge.data.synthetic import AnomalySynthesizer
 from dad_edge.errors import ConfigError
-from dad_edge.training.batches import sample_view
+from dad_edge.training.batches import sample_key, sample_view
 from dad_edge.training.options import TrainOptions
 
 
@@ -45,6 +45,6 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
     synth = synthesizer(opts, cfg.image_size, channels, images)
     # With --augment, sample i is taken through the view training draws for image i in its first epoch.
     augment = parse_augment(opts.augment)
-    views = [sample_view(augment, [opts.seed, 0, i % len(chosen)]) for i in range(n)] if augment else None
+    views = [sample_view(augment, sample_key(opts.seed, 0, i % len(chosen))) for i in range(n)] if augment else None
     return synth.preview(images, n, Path(opts.out) / "preview", seed=opts.seed, stems=[s.path.stem for s in chosen],
                          views=views)
