@@ -336,7 +336,7 @@ NUMBER_TEXT = st.one_of(st.text(max_size=12), st.floats().map(repr), st.integers
                         st.sampled_from(["nan", "inf", "-inf", "NaN", "1e309", "-0", "0x10", "1_000", " 7 ", "٣"]))
 TRAIN_NUMBERS = ["--epochs", "--minutes", "--batch-size", "--lr-unet", "--lr-seg", "--warmup", "--ema",
                  "--snapshot-minutes", "--seed", "--val-fraction", "--anomaly-prob", "--band-prob",
-                 "--patch-prob",
+                 "--patch-prob", "--line-prob",
                  "--threshold-quantile", "--workers", "--image-size", "--smoothing-sigma", "--recon-t"]
 STREAM_NUMBERS = ["--batch", "--max-frames", "--queue", "--alarm-interval", "--log-every", "--threshold",
                   "--pixel-threshold", "--sensitivity"]

@@ -311,6 +311,7 @@ def test_cli_method_flags(data, tmp_path, capsys):
                          (["--method", "recon", "--recon-steps", "0"], "recon.steps=0"),
                          (["--method", "recon", "--band-prob", "0.3"], "--band-prob 0.3 does not apply"),
                          (["--method", "recon", "--patch-prob", "0.5"], "--patch-prob 0.5 does not apply"),
+                         (["--method", "recon", "--line-prob", "0.3"], "--line-prob 0.3 does not apply"),
                          (["--method", "recon", "--preview", "2"], "--preview shows synthetic anomalies")):
         code = main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--preset", "tiny", "--epochs",
                      "1", "--quiet", *flags])

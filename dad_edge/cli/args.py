@@ -150,6 +150,9 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--patch-prob", type=finite_float, default=0.0,
                    help="share of synthetic anomalies that are a patch of another good image, Poisson-blended "
                         "elsewhere (NSA-style natural anomalies) instead of a Perlin blob (default 0)")
+    p.add_argument("--line-prob", type=finite_float, default=0.0,
+                   help="share of synthetic anomalies that are a thin line, a crack or scratch a pixel or two "
+                        "wide, instead of a Perlin blob (default 0)")
     p.add_argument("--augment", default="none", metavar="VIEWS",
                    help="views of the good images that are good parts too, comma-separated: hflip, vflip, "
                         "rot90 (e.g. a ground or woven surface); default none: an object may not allow them")
@@ -173,6 +176,6 @@ def training_kwargs(args) -> dict:
         seed=args.seed, val_fraction=args.val_fraction,
         select=args.select, device=args.device, amp=not args.no_amp, texture_dir=args.texture_dir,
         foreground=args.foreground, anomaly_prob=args.anomaly_prob, band_prob=args.band_prob,
-        patch_prob=args.patch_prob,
+        patch_prob=args.patch_prob, line_prob=args.line_prob,
         augment=args.augment, threshold_quantile=args.threshold_quantile,
         resume=args.resume, progress=not args.quiet, workers=args.workers)

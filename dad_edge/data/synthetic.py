@@ -3,7 +3,9 @@
 A Perlin-noise mask M chooses where; an anomaly source chooses what: the image itself
 after photometric augmentations and a stripe/grid shuffle, a texture file of the user's
 (e.g. DTD), or a procedural texture when there is none (training must work without
-downloads). Blend: aug = x(1-M) + (1-b) src M + b x M, b ~ U(0.2, 0.8).
+downloads). Blend: aug = x(1-M) + (1-b) src M + b x M, b ~ U(0.2, 0.8). Optional shares of
+the anomalies take other shapes: thin lines (line_prob), bands of another finish (band_prob),
+patches of other good images (patch_prob).
 
 Images are float32 pixel values 0..255 as the loader resizes them (no rounding: the model is
 trained on the numbers the Detector's pre-processing gives it); uint8 images are accepted too.
@@ -21,6 +23,7 @@ import numpy as np
 from dad_edge.errors import ConfigError, DataError
 from dad_edge.data.augment import View
 from dad_edge.data.imageio import list_images, read_image, read_mask, resize_mask, write_image
+from dad_edge.data.line_anomaly import line_anomaly
 from dad_edge.data.perlin import band_mask, perlin_mask, perlin_noise
 from dad_edge.data.photometric import finish_change, per_channel, random_photometric, to_uint8
 from dad_edge.data.poisson_patch import poisson_patch
@@ -142,13 +145,14 @@ class AnomalySynthesizer:
 
     def __init__(self, image_size: int, channels: int, texture_dir: Optional[PathLike] = None,
                  foreground: Optional[PathLike] = None, anomaly_prob: float = 0.5,
-                 self_source_prob: float = 0.5, band_prob: float = 0.0, patch_prob: float = 0.0):
+                 self_source_prob: float = 0.5, band_prob: float = 0.0, patch_prob: float = 0.0,
+                 line_prob: float = 0.0):
         if image_size < 8:
             raise ConfigError(f"image_size={image_size} must be at least 8")
         if channels not in (1, 3):
             raise ConfigError(f"channels={channels} must be 1 or 3")
         for name, p in (("anomaly_prob", anomaly_prob), ("self_source_prob", self_source_prob),
-                        ("band_prob", band_prob), ("patch_prob", patch_prob)):
+                        ("band_prob", band_prob), ("patch_prob", patch_prob), ("line_prob", line_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"{name}={p} must be in [0, 1]")
         self.image_size = image_size
@@ -161,6 +165,9 @@ class AnomalySynthesizer:
         # Share of anomalies that are a patch of another normal image Poisson-blended elsewhere
         # (data/poisson_patch.py, NSA); needs use_donors, else they are Perlin anomalies.
         self.patch_prob = patch_prob
+        # Share of anomalies that are a thin line, a crack or scratch (data/line_anomaly.py): defects
+        # a pixel or two wide, which Perlin blobs never are.
+        self.line_prob = line_prob
         # Other normal images of the product (use_donors): a band is then filled from one of them,
         # the same region of another part: two finishes of one product meeting at an edge, which is
         # what an uneven surface looks like. Without donors a band is the image's own finish changed.
@@ -274,6 +281,10 @@ class AnomalySynthesizer:
                    view: Optional[View] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
         rounded = image if image.dtype == np.uint8 else to_uint8(image)
         fg = self._foreground(rounded, stem, view)
+        if self.line_prob > 0 and rng.random() < self.line_prob:  # no draw when off: same stream as before
+            lined = line_anomaly(image, rng, fg)
+            if lined is not None:
+                return lined[0], lined[1], True
         if self.patch_prob > 0 and self._donors is not None and rng.random() < self.patch_prob:
             patched = self._patch(image, rounded, fg, rng)  # no draw when off: same stream as before
             if patched is not None:

@@ -111,7 +111,11 @@ class AttentionBlock(nn.Module):
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x).reshape(b, c, h * w))  # (B, 3C, L)
         q, k, v = qkv.reshape(b, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)  # each (B, heads, d, L)
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        # (B, heads, L, d) with d contiguous: torch's fused (flash) attention needs the last dimension
+        # dense and otherwise falls back to the unfused math path, which on a CPU took a fifth of a
+        # training step (benchmarks/README.md, session 19). Same function; the copies are small.
+        q, k, v = (t.transpose(-1, -2).contiguous() for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(-1, -2).reshape(b, c, h * w)  # (B, C, L)
         return x + self.proj(out).reshape(b, c, h, w)
 

@@ -24,7 +24,7 @@ def synthesizer(opts: TrainOptions, size: int, channels: int, images: np.ndarray
     """The training run's anomaly synthesizer; bands and patches come from the other `images`."""
     synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
                                anomaly_prob=opts.anomaly_prob if anomalies else 0.0, band_prob=opts.band_prob,
-                               patch_prob=opts.patch_prob)
+                               patch_prob=opts.patch_prob, line_prob=opts.line_prob)
     if (opts.band_prob > 0 or opts.patch_prob > 0) and len(images) >= 2:
         synth.use_donors(images)
     return synth
