@@ -1,5 +1,9 @@
-import sys, types, torch, statistics, torch.nn.functional as F
-sys.path.insert(0, "/work/main/benchmarks")
+"""Training images/s of the U-Net attention before (strided q/k/v) and after (dense), side by side (session 19)."""
+import sys, types, statistics
+from pathlib import Path
+import torch.nn.functional as F
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "benchmarks"))
 from profile_train_step import build_trainer, interleaved
 from dad_edge.model.unet import AttentionBlock
 def old_forward(self, x):
@@ -9,7 +13,7 @@ def old_forward(self, x):
     out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
     out = out.transpose(-1, -2).reshape(b, c, h * w)
     return x + self.proj(out).reshape(b, c, h, w)
-data = "/work/shared/data/magnetic_tile"
+data = str(REPO.parent / "shared" / "data" / "magnetic_tile")
 a = build_trainer(data, 0, "/tmp/s19/abA"); b = build_trainer(data, 0, "/tmp/s19/abB")
 n = 0
 for m in a.model.modules():
