@@ -4,9 +4,14 @@ import pytest
 
 from dad_edge.cli import build_parser
 from dad_edge.cli.train import train_options
-from dad_edge.data.line_anomaly import LABEL_ALPHA, line_anomaly, line_stroke
+from dad_edge.data.line_anomaly import BRIGHTEN_RANGE, DARKEN_RANGE, LABEL_ALPHA, line_anomaly, line_stroke
 from dad_edge.data.synthetic import AnomalySynthesizer
+from dad_edge.artifacts.checkpoint import read_tensors, save_tensors
+from dad_edge.data.demo import build_demo_dataset
 from dad_edge.errors import ConfigError
+from dad_edge.training.recipe import LINE_PROB, default_recipe, resolve_recipe
+from dad_edge.training.resume import resumed_options
+from dad_edge.training.train import Trainer, TrainOptions
 
 S = 128
 
@@ -37,7 +42,10 @@ def test_a_line_is_thin_long_and_changes_only_where_it_is_drawn():
         np.testing.assert_array_equal(mask, (stroke >= LABEL_ALPHA).astype(np.float32))
         # Untouched where the stroke does not reach; changed under the label, by at least a few grey levels.
         np.testing.assert_array_equal(aug[stroke == 0], img[stroke == 0])
-        assert np.abs(aug - img)[mask == 1].mean() > 5
+        change = np.abs(aug - img)
+        assert change[mask == 1].mean() > 5
+        # Outside the label only the anti-aliased rim, changed by under LABEL_ALPHA of what a line can change.
+        assert change[mask == 0].max() < LABEL_ALPHA * max(DARKEN_RANGE[1] * 255, BRIGHTEN_RANGE[1])
         # A crack, not a blob: a few pixels thick and at least a tenth of the side long.
         ys, xs = np.nonzero(mask)
         assert max(np.ptp(ys), np.ptp(xs)) + 1 >= 0.08 * S
@@ -90,9 +98,31 @@ def test_synthesizer_draws_lines_at_line_prob_and_nothing_extra_when_off():
         AnomalySynthesizer(S, 3, line_prob=1.5)
 
 
-def test_train_cli_passes_line_prob(tmp_path):
-    args = build_parser().parse_args(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--epochs", "1",
-                                      "--line-prob", "0.3"])
-    assert train_options(args).line_prob == 0.3
-    default = build_parser().parse_args(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--epochs", "1"])
-    assert train_options(default).line_prob == 0.0
+def test_the_cpu_recipe_draws_lines_and_the_option_overrides_it(tmp_path):
+    assert default_recipe("compact", 256, "cpu").line_prob == LINE_PROB == 0.3
+    assert default_recipe("tiny", 32, "cpu").line_prob == LINE_PROB
+    assert default_recipe("compact", 256, "cuda").line_prob == 0.0  # not measured there
+    assert default_recipe("paper", 256, "cpu").line_prob == 0.0  # the paper's anomalies only
+    assert resolve_recipe("compact", 256, "cpu", line_prob=0.0).line_prob == 0.0
+    with pytest.raises(ConfigError, match="line_prob=1.5"):
+        resolve_recipe("compact", 256, "cpu", line_prob=1.5)
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--epochs", "1"]
+    assert train_options(build_parser().parse_args(argv + ["--line-prob", "0.5"])).recipe("cpu").line_prob == 0.5
+    assert train_options(build_parser().parse_args(argv)).line_prob is None  # unset: the recipe decides
+    assert train_options(build_parser().parse_args(argv)).recipe("cpu").line_prob == LINE_PROB
+
+
+def test_a_run_draws_the_recipes_lines_and_a_resumed_old_run_keeps_drawing_none(tmp_path):
+    data = build_demo_dataset(tmp_path / "data", size=32, n_train=8, n_test_good=2, n_test_per_defect=1)
+    opts = dict(data=str(data), preset="tiny", batch_size=4, progress=False, device="cpu")
+    trainer = Trainer(TrainOptions(out=str(tmp_path / "run"), epochs=1, **opts))
+    assert trainer.synth.line_prob == LINE_PROB == trainer.recipe.to_dict()["line_prob"]
+    trainer.run()
+    # A state written before line anomalies joined the recipe has no line_prob: that run drew none.
+    state = tmp_path / "run" / "train_state.safetensors"
+    tensors, meta = read_tensors(state)
+    del meta["training"]["recipe"]["line_prob"]
+    save_tensors(state, tensors, meta)
+    assert resumed_options(TrainOptions(out=str(tmp_path / "run"), epochs=2, resume=True, **opts)).line_prob == 0.0
+    given = TrainOptions(out=str(tmp_path / "run"), epochs=2, resume=True, line_prob=0.2, **opts)
+    assert resumed_options(given).line_prob == 0.2  # an option given on --resume still wins

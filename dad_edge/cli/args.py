@@ -150,9 +150,9 @@ def add_training_arguments(p, what: str = "training") -> None:
     p.add_argument("--patch-prob", type=finite_float, default=0.0,
                    help="share of synthetic anomalies that are a patch of another good image, Poisson-blended "
                         "elsewhere (NSA-style natural anomalies) instead of a Perlin blob (default 0)")
-    p.add_argument("--line-prob", type=finite_float, default=0.0,
+    p.add_argument("--line-prob", type=finite_float, default=None,
                    help="share of synthetic anomalies that are a thin line, a crack or scratch a pixel or two "
-                        "wide, instead of a Perlin blob (default 0)")
+                        "wide, instead of a Perlin blob (default: the recipe's; 0.3 for compact and tiny on a CPU)")
     p.add_argument("--augment", default="none", metavar="VIEWS",
                    help="views of the good images that are good parts too, comma-separated: hflip, vflip, "
                         "rot90 (e.g. a ground or woven surface); default none: an object may not allow them")

@@ -8,7 +8,8 @@ Here the line is drawn, not pasted: a curve that turns a little at every step, a
 darkening the surface under it (a crack's shadow) or, less often, brightening it (a scratch
 catching the light), anti-aliased so that its edges carry no jagged marks that good images lack.
 
-The label is the stroke where it changed the image by at least LABEL_ALPHA of its full change.
+The label is the stroke where it changed the image by at least LABEL_ALPHA of its full change; its
+anti-aliased rim, covering less of a pixel, changes the image by less outside the label.
 """
 from __future__ import annotations
 

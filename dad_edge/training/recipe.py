@@ -62,6 +62,10 @@ class Recipe:
     # off for the paper presets, which reproduce the paper, and wherever the data turn the input gain on
     # (training/brightness.py: frames at one brightness leave no slope to fit).
     exposure_correction: bool = False
+    # Share of the synthetic anomalies that are thin lines, cracks and scratches (data/line_anomaly.py).
+    # LINE_PROB for the compact / tiny presets on a CPU (benchmarks/README.md, session 19); 0 for the paper
+    # presets, which keep the paper's anomalies, and on CUDA (not measured there).
+    line_prob: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -77,6 +81,7 @@ RECON_WEIGHT = 0.5  # Recipe.recon_weight of the compact / tiny presets
 # steps with and without it) image AUROC +0.007 / +0.032 and AU-PRO +0.025 / +0.024 (benchmarks/README.md,
 # session 15). CUDA runs keep 0: not measured there.
 CPU_EMA_DECAY = 0.995
+LINE_PROB = 0.3  # Recipe.line_prob of the compact / tiny presets on a CPU
 
 SMALL_DATA = 256  # fewer training images than this: batches of 8, for twice the optimizer steps
 
@@ -99,7 +104,7 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
         # 128x128 is what a 2-core CPU trains for enough epochs in half an hour (4x fewer pixels than 256).
         size = min(preset_size, 128)
         return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, CPU_EMA_DECAY, True, "clean", CPU_SEG_STRIDE,
-                      recon_weight=RECON_WEIGHT, exposure_correction=True)
+                      recon_weight=RECON_WEIGHT, exposure_correction=True, line_prob=LINE_PROB)
     return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1, recon_weight=RECON_WEIGHT,
                   exposure_correction=True)
 
@@ -111,13 +116,14 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
                    warmup_fraction: Optional[float] = None, ema_decay: Optional[float] = None,
                    channels_last: Optional[bool] = None, large_target: Optional[str] = None,
                    seg_stride: Optional[int] = None, processes: Optional[Union[int, str]] = None,
-                   recon_weight: Optional[float] = None, exposure_correction: Optional[bool] = None) -> Recipe:
+                   recon_weight: Optional[float] = None, exposure_correction: Optional[bool] = None,
+                   line_prob: Optional[float] = None) -> Recipe:
     """The default recipe with every option the user set (not None) taking its place, validated."""
     base = default_recipe(preset_name, preset_size, device_type, data_side, num_images)
     given = dict(image_size=image_size, batch_size=batch_size, lr_unet=lr_unet, lr_seg=lr_seg,
                  lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, ema_decay=ema_decay,
                  channels_last=channels_last, large_target=large_target, seg_stride=seg_stride,
-                 recon_weight=recon_weight, exposure_correction=exposure_correction)
+                 recon_weight=recon_weight, exposure_correction=exposure_correction, line_prob=line_prob)
     recipe = Recipe(**{k: (getattr(base, k) if v is None else v) for k, v in given.items()})
     if seg_stride is None and not seg_stride_fits(preset_name, recipe.image_size, recipe.seg_stride):
         recipe = replace(recipe, seg_stride=1)  # e.g. 96 px: the pooled input would not halve 5 times
@@ -145,6 +151,7 @@ def validate_recipe(r: Recipe) -> None:
         (r.ema_decay == 0 or 0.5 <= r.ema_decay < 1, f"ema_decay={r.ema_decay} must be 0 (off) or in [0.5, 1)"),
         (0 <= r.recon_weight < float("inf"), f"recon_weight={r.recon_weight} must be a number >= 0 (0 = off)"),
         (isinstance(r.exposure_correction, bool), f"exposure_correction={r.exposure_correction!r} must be true or false"),
+        (0 <= r.line_prob <= 1, f"line_prob={r.line_prob} must be in [0, 1]"),
     ]
     for ok, message in checks:
         if not ok:

@@ -35,6 +35,7 @@ def resumed_options(opts: TrainOptions) -> TrainOptions:
     if training.get("options", {}).get("preset", opts.preset) != opts.preset:
         return opts  # another network altogether: Trainer.load_state refuses it by name
     recipe = dict(training.get("recipe", {}))
+    recipe.setdefault("line_prob", 0.0)  # a run started before line anomalies joined the recipe drew none
     # What the model itself records wins for the fields it carries: a state written before a field
     # joined the recipe record still says what its networks are.
     cfg = model_config(meta)

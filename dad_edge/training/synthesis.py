@@ -20,11 +20,12 @@ from dad_edge.training.options import TrainOptions
 
 
 def synthesizer(opts: TrainOptions, size: int, channels: int, images: np.ndarray,
-                anomalies: bool = True) -> AnomalySynthesizer:
-    """The training run's anomaly synthesizer; bands and patches come from the other `images`."""
+                anomalies: bool = True, line_prob: float = 0.0) -> AnomalySynthesizer:
+    """The training run's anomaly synthesizer; bands and patches come from the other `images`.
+    line_prob: the recipe's (Recipe.line_prob)."""
     synth = AnomalySynthesizer(size, channels, texture_dir=opts.texture_dir, foreground=opts.foreground,
                                anomaly_prob=opts.anomaly_prob if anomalies else 0.0, band_prob=opts.band_prob,
-                               patch_prob=opts.patch_prob, line_prob=opts.line_prob)
+                               patch_prob=opts.patch_prob, line_prob=line_prob)
     if (opts.band_prob > 0 or opts.patch_prob > 0) and len(images) >= 2:
         synth.use_donors(images)
     return synth
@@ -42,7 +43,7 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
         raise ConfigError("--preview shows synthetic anomalies; the recon method trains on the good images alone")
     chosen = samples[:n]
     images = load_images(chosen, cfg.image_size, channels)
-    synth = synthesizer(opts, cfg.image_size, channels, images)
+    synth = synthesizer(opts, cfg.image_size, channels, images, line_prob=recipe.line_prob)
     # With --augment, sample i is taken through the view training draws for image i in its first epoch.
     augment = parse_augment(opts.augment)
     views = [sample_view(augment, sample_key(opts.seed, 0, i % len(chosen))) for i in range(n)] if augment else None

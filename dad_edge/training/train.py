@@ -89,7 +89,7 @@ class Trainer:
         # Whether frames are scaled to one brightness depends on the good images (training/brightness.py).
         self.cfg, self.recipe, self.input_gain_choice = with_input_gain(self.cfg, self.recipe, opts, self.train_images)
         recon = self.cfg.method == "recon"  # a plain DDPM on the good images: no synthetic anomalies
-        self.synth = synthesizer(opts, size, channels, self.train_images, anomalies=not recon)
+        self.synth = synthesizer(opts, size, channels, self.train_images, not recon, self.recipe.line_prob)
         # At their own size: thresholds come from the Detector's own path (frame-size maps), as calibrate's.
         self.val_frames = [read_image(s.path) for s in val_samples]
         workers = resolve_workers(opts.workers, self.device)
