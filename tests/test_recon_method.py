@@ -15,6 +15,7 @@ from dad_edge.artifacts import metadata as md
 from dad_edge.artifacts.checkpoint import load_model, read_tensors, save_model
 from dad_edge.cli import build_parser, main
 from dad_edge.cli.train import train_options
+from dad_edge.training.resume import resumed_options
 from dad_edge.data.demo import build_demo_dataset
 from dad_edge.data.imageio import read_image
 from dad_edge.errors import ConfigError
@@ -269,6 +270,18 @@ def test_training_sees_good_images_only_and_trains_the_denoiser_alone(data, tmp_
     assert sum(p.numel() for p in group["params"]) == sum(p.numel() for p in trainer.model.parameters())
     terms = trainer._loss(next(iter(trainer.val.epoch(0))), torch.Generator().manual_seed(0))
     assert float(terms.total.detach()) == float(terms.noise.detach()) > 0.5  # noise MSE of a zero-initialised eps-predictor: ~1
+
+
+def test_a_recon_run_resumes_with_its_own_recipe(data, tmp_path):
+    """--resume fills unset options from the run's recipe record, which also holds the fields only DiffusionAD
+    uses (lr_seg, line_prob, ...); a recon run takes back only its own, not options it would refuse."""
+    opts = dict(data=str(data), out=str(tmp_path), preset="tiny", model_overrides={"method": "recon"},
+                batch_size=4, device="cpu", progress=False)
+    train(TrainOptions(epochs=1, lr_unet=5e-4, **opts))
+    resumed = resumed_options(TrainOptions(epochs=2, resume=True, **opts))
+    assert resumed.lr_unet == 5e-4 and resumed.lr_seg is None and resumed.line_prob is None
+    train(TrainOptions(epochs=2, resume=True, **opts))
+    assert read_tensors(tmp_path / "train_state.safetensors")[1]["train_state"]["epoch"] == 2
 
 
 def test_trained_model_loads_in_the_detector_and_flags_a_pasted_square(trained, data):
