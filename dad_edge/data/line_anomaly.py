@@ -66,4 +66,4 @@ def line_anomaly(image: np.ndarray, rng: np.random.Generator, foreground: Option
         out = x * (1 - a * np.float32(rng.uniform(*DARKEN_RANGE)))
     else:
         out = np.minimum(x + a * np.float32(rng.uniform(*BRIGHTEN_RANGE)), 255.0)
-    return out.astype(np.float32), mask
+    return out.astype(np.float32, copy=False), mask  # already float32: x is, and the factors are

@@ -42,7 +42,6 @@ def resumed_options(opts: TrainOptions) -> TrainOptions:
     cfg = model_config(meta)
     if cfg.method == "diffusionad":
         recipe.setdefault("line_prob", 0.0)  # a run started before line anomalies joined the recipe drew none
-    if cfg.method == "diffusionad":
         recipe.update(image_size=cfg.image_size, recon_weight=cfg.recon_weight,
                       exposure_correction=cfg.exposure_correction, seg_stride=cfg.seg.stride)
     gain_unset = opts.input_gain in (None, "auto") and "input_gain" not in opts.model_overrides
