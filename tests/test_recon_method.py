@@ -181,7 +181,7 @@ def test_bad_recon_values_name_the_value(recon, message):
 
 
 def test_methods_keep_to_their_own_fields():
-    with pytest.raises(ConfigError, match=r"method='vae'.*\('diffusionad', 'recon'\)"):
+    with pytest.raises(ConfigError, match=r"method='vae'.*\('diffusionad', 'recon', 'seg'\)"):
         preset("tiny", method="vae")
     with pytest.raises(ConfigError, match=r"apply to method='recon'"):
         preset("tiny", recon={"t": 100})

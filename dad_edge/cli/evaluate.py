@@ -114,6 +114,10 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info))
     else:
+        if cfg.method == "seg":
+            print(f"{name}: {info['params'] / 1e6:.2f} M parameters (the segmentation net alone, no denoiser); "
+                  f"{info['gflops']:.2f} GFLOPs per {cfg.image_size}x{cfg.image_size} image ({info['flops_counting']})")
+            return 0
         net = "DiT" if cfg.backbone == "dit" else "U-Net"
         print(f"{name}: {info['params'] / 1e6:.2f} M parameters ({net} {info['params_unet'] / 1e6:.2f} M, "
               f"segmentation {info['params_seg'] / 1e6:.2f} M); {info['gflops']:.2f} GFLOPs per "

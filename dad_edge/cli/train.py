@@ -35,7 +35,9 @@ def add_train(sub) -> None:
     p.add_argument("--image-size", type=positive_int, help="override the preset's input size")
     p.add_argument("--channels", type=channels, default=None, help="auto (default), 1 or 3")
     p.add_argument("--method", help="diffusionad (default: norm-guided denoising + segmentation net) | recon: "
-                                    "a plain DDPM's reconstruction error (arXiv 2412.07539), no segmentation net")
+                                    "a plain DDPM's reconstruction error (arXiv 2412.07539), no segmentation net | "
+                                    "seg: the segmentation net alone on the image, no denoiser (about 7x the "
+                                    "epochs of diffusionad per CPU minute)")
     p.add_argument("--recon-t", type=int, help="recon: noise level t, 1..999 (default 250: removes small defects, "
                                                "keeps the part)")
     p.add_argument("--recon-steps", type=int, help="recon: DDIM steps from t back to 0 (default 1: one network pass, "

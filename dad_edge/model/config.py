@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from dad_edge.errors import ConfigError
+from dad_edge.model.backbone_checks import dit_checks, unet_checks
 
 # Bounds on what a model file may ask for: the fixed noise and the schedule are allocated from them at load,
 # so a damaged or crafted file must not get terabytes (the paper runs at 256 px and 1,000 steps).
@@ -72,7 +73,7 @@ class ReconConfig:
 
 DENOISERS = ("two_pass", "single_pass")
 BACKBONES = ("unet", "dit")  # the eps-predictor's architecture: UNetConfig or DiTConfig
-METHODS = ("diffusionad", "recon")  # what the model computes: DiffusionAD, or ReconConfig's reconstruction error
+METHODS = ("diffusionad", "recon", "seg")  # DiffusionAD; ReconConfig's reconstruction error; the segmentation net alone
 RECON_ERRORS = ("squared", "ssim")
 IMAGE_SCORES = ("topk", "mean")
 # The fields only DiffusionAD reads: a recon model leaves them at their defaults (seg None) and out of to_dict.
@@ -81,6 +82,9 @@ DIFFUSIONAD_FIELDS = ("seg", "t_small", "t_large", "guidance_w", "denoiser", "re
 # Left out of to_dict while recon_weight is 0 / while off: such a config reads, and hashes, as before them.
 RECON_TERM_FIELDS = ("recon_weight", "recon_sigma")
 OFF_FIELDS = ("exposure_correction", "input_gain")
+# The denoiser's fields: a "seg" model (the segmentation net alone on the image, no eps-predictor) leaves them
+# at their defaults and out of to_dict, as it leaves out `backbone`, `unet` and `dit`.
+DENOISER_FIELDS = ("t_small", "t_large", "guidance_w", "denoiser", "recon_weight", "recon_sigma")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class ModelConfig:
     unet: Optional[UNetConfig] = field(default_factory=UNetConfig)
     dit: Optional[DiTConfig] = None
     seg: Optional[SegConfig] = field(default_factory=SegConfig)  # None for method "recon" (no segmentation net)
+    # (method "seg" has the segmentation net only: backbone "unet" with unet and dit None)
     num_timesteps: int = 1000  # T of the linear beta schedule
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -118,13 +123,16 @@ class ModelConfig:
     denoiser: str = "two_pass"
     # "diffusionad": the paper's pipeline above; "recon": a plain DDPM's reconstruction error (the
     # `recon` section; no segmentation net), arXiv 2412.07539. The other method's section is None.
+    # "seg": the segmentation net alone on the image (DRAEM's discriminative net without its
+    # reconstruction), trained on the same synthetic anomalies; no eps-predictor.
     method: str = "diffusionad"
     recon: Optional[ReconConfig] = None
 
     def validate(self) -> "ModelConfig":
         """Raise ConfigError naming the first bad field; return self when all is well."""
-        self._validate_backbone()
         self._validate_method()
+        if self.method != "seg":
+            self._validate_backbone()
         s = self.seg or SegConfig(widths=(1, 1))  # a recon model: no segmentation net, so no constraint
         unit, name = self.backbone_size_unit()
         checks = [
@@ -169,19 +177,21 @@ class ModelConfig:
             raise ConfigError(f"backbone={self.backbone!r} builds no {other}: set `{other}` to None (or switch "
                               f"backbones with preset(NAME, backbone=...), which does)")
         if self.backbone == "unet":
-            _raise_first(_unet_checks(self.unet))
+            _raise_first(unet_checks(self.unet))
         else:
-            _raise_first(_dit_checks(self.dit))
+            _raise_first(dit_checks(self.dit))
 
     def _validate_method(self) -> None:
         """The method name, its sections (recon, seg) present or absent, then the recon settings."""
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} is not a detection method; choose one of {METHODS}")
-        if self.method == "diffusionad":
-            _raise_first([(self.recon is None, "method='diffusionad' reads no `recon` section: set method='recon' "
+        if self.method in ("diffusionad", "seg"):
+            _raise_first([(self.recon is None, f"method={self.method!r} reads no `recon` section: set method='recon' "
                                                "to use it, or recon=None"),
-                          (self.seg is not None, "method='diffusionad' needs the `seg` config section (its "
+                          (self.seg is not None, f"method={self.method!r} needs the `seg` config section (its "
                                                  "segmentation net)")])
+            if self.method == "seg":
+                self._validate_seg_only()
             return
         if self.recon is None:
             raise ConfigError("method='recon' needs the `recon` config section; pick it with preset(NAME, method='recon')")
@@ -201,8 +211,20 @@ class ModelConfig:
             (r.image_score in IMAGE_SCORES, f"recon.image_score={r.image_score!r} must be one of {IMAGE_SCORES}"),
         ])
 
+    def _validate_seg_only(self) -> None:
+        """Method "seg" has no eps-predictor: no backbone section, the denoiser's fields at their defaults."""
+        if self.backbone != "unet" or self.unet is not None or self.dit is not None:
+            raise ConfigError("method='seg' is the segmentation net alone: it has no eps-predictor, so unet and dit "
+                              "must be None and backbone left at 'unet' (preset(NAME, method='seg') does this)")
+        for f in dataclasses.fields(ModelConfig):
+            if f.name in DENOISER_FIELDS and getattr(self, f.name) != f.default:
+                raise ConfigError(f"{f.name}={getattr(self, f.name)!r} is a setting of the denoiser; a method 'seg' "
+                                  f"model has none: leave it at {f.default!r}")
+
     def backbone_size_unit(self) -> Tuple[int, str]:
         """(what the backbone needs image_size to be a multiple of, how to name it in a message)."""
+        if self.method == "seg":
+            return 1, "1 (no eps-predictor)"
         if self.backbone == "dit":
             return self.dit.patch_size, "dit.patch_size"
         u = self.unet
@@ -213,6 +235,10 @@ class ModelConfig:
         the DiT existed (same metadata, same config hashes); a DiT config leaves out `unet`. Likewise a
         DiffusionAD config leaves out `method` and `recon`, a recon config the DIFFUSIONAD_FIELDS."""
         d = dataclasses.asdict(self)
+        if self.method == "seg":
+            for key in ("backbone", "unet", "dit", "recon") + DENOISER_FIELDS + tuple(k for k in OFF_FIELDS if not getattr(self, k)):
+                del d[key]
+            return d
         if self.backbone == "unet":
             del d["backbone"], d["dit"]
         else:
@@ -233,8 +259,8 @@ class ModelConfig:
         try:
             # A missing section is the backbone's default, or None for the backbone not chosen
             # (files written before the DiT have no `backbone` and no `dit`: U-Net models).
-            backbone = data.get("backbone", "unet")
-            unet_data = data.get("unet", {} if backbone == "unet" else None)
+            backbone, method = data.get("backbone", "unet"), data.get("method", "diffusionad")
+            unet_data = data.get("unet", {} if backbone == "unet" and method != "seg" else None)
             if isinstance(unet_data, dict):
                 # Files of dad_edge 0.1.0 carry `resblock_updown`, a field that was never read (the
                 # U-Net always samples in its res-blocks): accepted and dropped, so they still load.
@@ -243,8 +269,7 @@ class ModelConfig:
             unet = None if unet_data is None else _from_dict(UNetConfig, unet_data, "unet")
             dit = None if dit_data is None else _from_dict(DiTConfig, dit_data, "dit")
             # Likewise the method's sections (files written before the recon method: DiffusionAD models).
-            method = data.get("method", "diffusionad")
-            seg_data = data.get("seg", {} if method == "diffusionad" else None)
+            seg_data = data.get("seg", {} if method in ("diffusionad", "seg") else None)
             recon_data = data.get("recon", {} if method == "recon" else None)
             seg = None if seg_data is None else _from_dict(SegConfig, seg_data, "seg")
             recon = None if recon_data is None else _from_dict(ReconConfig, recon_data, "recon")
@@ -268,35 +293,6 @@ def _raise_first(checks) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-
-
-def _unet_checks(u: UNetConfig):
-    return [
-        (u.patch_size in (1, 2, 4, 8), f"unet.patch_size={u.patch_size} must be 1, 2, 4 or 8"),
-        (u.base_channels > 0 and len(u.channel_mult) >= 1 and all(m > 0 for m in u.channel_mult),
-         f"unet.base_channels={u.base_channels} and channel_mult={u.channel_mult} must be positive"),
-        (u.groups >= 1 and all((u.base_channels * m) % u.groups == 0 for m in u.channel_mult),
-         f"unet.groups={u.groups} must divide every U-Net width {[u.base_channels * m for m in u.channel_mult]}"),
-        (u.num_res_blocks >= 1, f"unet.num_res_blocks={u.num_res_blocks} must be >= 1"),
-        (u.num_heads >= 1 and all((u.base_channels * m) % u.num_heads == 0 for m in u.channel_mult),
-         f"unet.num_heads={u.num_heads} must divide every U-Net width"),
-        (all(r > 0 for r in u.attention_resolutions),
-         f"unet.attention_resolutions={u.attention_resolutions} must be positive sizes"),
-        (u.time_embed_dim > 0, f"unet.time_embed_dim={u.time_embed_dim} must be positive"),
-        (0.0 <= u.dropout < 1.0, f"unet.dropout={u.dropout} must be in [0, 1)"),
-    ]
-
-
-def _dit_checks(d: DiTConfig):
-    return [
-        (d.patch_size in (1, 2, 4, 8, 16), f"dit.patch_size={d.patch_size} must be 1, 2, 4, 8 or 16"),
-        (d.hidden > 0 and d.hidden % 4 == 0,
-         f"dit.hidden={d.hidden} must be a positive multiple of 4 (the 2-D sin-cos position embedding)"),
-        (d.depth >= 1, f"dit.depth={d.depth} must be >= 1"),
-        (d.heads >= 1 and d.hidden % d.heads == 0, f"dit.heads={d.heads} must divide dit.hidden={d.hidden}"),
-        (0 < d.mlp_ratio <= 64 and round(d.hidden * d.mlp_ratio) >= 1,
-         f"dit.mlp_ratio={d.mlp_ratio} must be > 0"),
-    ]
 
 
 def _from_dict(cls, data: Dict[str, Any], where: str, **extra: Any):
@@ -355,7 +351,8 @@ def preset(name: str, **changes: Any) -> ModelConfig:
     `backbone` picks the preset's variant with that eps-predictor: preset("compact", backbone="dit")
     is preset("compact-dit"), and preset("compact-dit", backbone="unet") is preset("compact").
     `method="recon"` makes it a reconstruction-error model of the same eps-predictor (no segmentation
-    net); `recon`, a ReconConfig or a dict of its fields, sets that method's settings."""
+    net); `recon`, a ReconConfig or a dict of its fields, sets that method's settings. `method="seg"`
+    keeps the preset's segmentation net alone (no eps-predictor)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     if "backbone" in changes:
@@ -380,13 +377,16 @@ def scaled_top_k(top_k: int, from_size: int, to_size: int) -> int:
 
 def method_variant(cfg: ModelConfig, method: str, recon: Any = None) -> ModelConfig:
     """A preset's config for `method` (unvalidated): "recon" drops the segmentation net and takes
-    `recon` (a ReconConfig, a dict of some of its fields, or None for the defaults)."""
+    `recon` (a ReconConfig, a dict of some of its fields, or None for the defaults); "seg" drops the
+    eps-predictor."""
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is not a detection method; choose one of {METHODS}")
+    if method != "recon" and recon is not None:
+        raise ConfigError(f"recon settings {recon} apply to method='recon' (dad-edge train --method recon)")
     if method == "diffusionad":
-        if recon is not None:
-            raise ConfigError(f"recon settings {recon} apply to method='recon' (dad-edge train --method recon)")
         return cfg
+    if method == "seg":  # the preset's segmentation net, without its eps-predictor
+        return dataclasses.replace(cfg, method="seg", backbone="unet", unet=None, dit=None, recon=None)
     if not isinstance(recon, ReconConfig):
         recon = _from_dict(ReconConfig, recon or {}, "recon")
     return dataclasses.replace(cfg, method="recon", recon=recon, seg=None)

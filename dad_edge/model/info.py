@@ -20,7 +20,7 @@ def count_params(module: torch.nn.Module) -> int:
 
 def model_info(cfg: ModelConfig) -> Dict[str, Any]:
     """Parameters and GFLOPs of one image through the whole pipeline of the config's method (a recon
-    model: K passes of its eps-predictor, no segmentation net)."""
+    model: K passes of its eps-predictor, no segmentation net; a seg model: the segmentation net alone)."""
     model = _build_on_meta(cfg)
     x = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size, device="meta")
     counter = FlopCounterMode(display=False)
@@ -30,21 +30,22 @@ def model_info(cfg: ModelConfig) -> Dict[str, Any]:
     seg_flops = sum(per_module.get(f"{type(model).__name__}.segnet", {}).values())
     # The map's reconstruction-error term (its blur) is neither network's: in the total only.
     term_flops = sum(per_module.get(f"{type(model).__name__}.recon_term", {}).values())
-    segnet = getattr(model, "segnet", None)
+    segnet, unet = getattr(model, "segnet", None), getattr(model, "unet", None)
     total = counter.get_total_flops()
     # The *_unet entries are the eps-predictor's, a U-Net or a DiT (`backbone`), as DiffusionAD.unet is.
     return {
         "image_size": cfg.image_size,
         "channels": cfg.channels,
-        "backbone": cfg.backbone,
+        "backbone": None if unet is None else cfg.backbone,
         "method": cfg.method,
         "params": count_params(model),
-        "params_unet": count_params(model.unet),
+        "params_unet": 0 if unet is None else count_params(unet),
         "params_seg": 0 if segnet is None else count_params(segnet),
         "gflops": total / 1e9,
         "gflops_unet": (total - seg_flops - term_flops) / 1e9,  # all U-Net passes (one for single_pass)
         "gflops_seg": seg_flops / 1e9,
-        "unet_passes": cfg.recon.steps if cfg.method == "recon" else 1 if cfg.denoiser == "single_pass" else 2,
+        "unet_passes": 0 if unet is None else cfg.recon.steps if cfg.method == "recon" else
+        1 if cfg.denoiser == "single_pass" else 2,
         "flops_counting": "2 per multiply-add; conv, matmul, attention; per image",
     }
 

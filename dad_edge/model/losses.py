@@ -1,4 +1,4 @@
-"""DiffusionAD's training loss: L_noise + 5 * Focal(alpha 0.5, gamma 4) + SmoothL1(mask)."""
+"""DiffusionAD's training loss: L_noise + 5 * Focal(alpha 0.5, gamma 4) + SmoothL1(mask); method "seg" the last two."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -56,6 +56,12 @@ def diffusion_ad_loss(eps_small, eps_large, noise_small, noise_large, seg_logits
     so its MSE covers the anomalous samples too."""
     large_weight = torch.ones_like(normal) if large_on_all else normal
     l_noise = noise_mse(eps_small, noise_small, normal) + noise_mse(eps_large, noise_large, large_weight)
+    seg = segmentation_loss(seg_logits, mask)
+    return LossTerms(l_noise + seg.total, l_noise, seg.focal, seg.smooth_l1)
+
+
+def segmentation_loss(seg_logits, mask) -> LossTerms:
+    """The segmentation net's terms alone, 5 * Focal + SmoothL1 (method "seg": no denoiser, noise term 0)."""
     l_focal = focal_loss(seg_logits, mask)
     l_smooth = F.smooth_l1_loss(torch.sigmoid(seg_logits.float()), mask.float())
-    return LossTerms(l_noise + FOCAL_WEIGHT * l_focal + l_smooth, l_noise, l_focal, l_smooth)
+    return LossTerms(FOCAL_WEIGHT * l_focal + l_smooth, torch.zeros((), device=l_focal.device), l_focal, l_smooth)

@@ -1,6 +1,7 @@
 """The segmentation sub-network (DRAEM's discriminative U-Net).
 
-Reads cat(x, x0_ng) (2C channels) and returns per-pixel anomaly logits (N, 1, H, W).
+Reads cat(x, x0_ng) (2C channels; the image alone, C channels, in method "seg") and returns
+per-pixel anomaly logits (N, 1, H, W).
 Encoder: [conv3x3-BN-ReLU] x 2 per width with a max-pool between; decoder: bilinear
 up-sampling + conv-BN-ReLU, concatenation with the encoder skip, [conv-BN-ReLU] x 2.
 With SegConfig.stride s > 1 the net reads its input average-pooled by s and its logits are
@@ -37,11 +38,12 @@ class UpBlock(nn.Module):
 
 
 class SegNet(nn.Module):
-    def __init__(self, cfg: SegConfig, channels: int):
+    def __init__(self, cfg: SegConfig, channels: int, images: int = 2):
+        """`images` of `channels` each, concatenated: 2 for cat(x, x0_ng), 1 for the image alone."""
         super().__init__()
         widths = list(cfg.widths)
         self.encoder = nn.ModuleList()
-        cin = 2 * channels
+        cin = images * channels
         for w in widths:
             self.encoder.append(double_conv(cin, w))
             cin = w

@@ -41,6 +41,7 @@ MODEL_METHODS: Dict[str, Dict[str, str]] = {
     "diffusionad": {"backbone": "unet"},  # norm-guided one-step denoising + segmentation net (the default)
     "recon": {"backbone": "unet", "method": "recon"},  # a plain DDPM's reconstruction error
     "dit": {"backbone": "dit"},  # DiffusionAD with a Diffusion Transformer eps-predictor
+    "seg": {"method": "seg"},  # the segmentation net alone on the synthetic anomalies (no denoiser)
 }
 METHOD_NAMES: List[str] = list(MODEL_METHODS) + list(BASELINES)
 WARMUP_CALLS = 3  # allocations and kernel selection happen in these, not in the timed calls

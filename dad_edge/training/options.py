@@ -74,8 +74,11 @@ class TrainOptions:
         if self.snapshot_minutes is not None and not self.snapshot_minutes > 0:
             raise ConfigError(f"snapshot_minutes={self.snapshot_minutes} must be > 0")
         self.recipe("cpu")  # the recipe's own checks (batch size, rates, schedule, EMA)
-        if self.model_config(3).method == "recon":  # the preset and overrides (e.g. --backbone), before any data is read
+        method = self.model_config(3).method  # the preset and overrides (e.g. --backbone), before any data is read
+        if method == "recon":
             self._check_recon()
+        elif method == "seg":
+            self._check_seg()
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction={self.val_fraction} must be in (0, 1): selection needs held-out data")
         if self.select not in ("val", "last"):
@@ -104,6 +107,16 @@ class TrainOptions:
                                   "(a plain DDPM on the good images: no synthetic anomalies, no segmentation net); "
                                   "leave it out")
 
+    def _check_seg(self) -> None:
+        """The seg method has no denoiser: its options are refused rather than ignored."""
+        for name in ("lr_unet", "large_target", "recon_weight"):
+            if getattr(self, name) is not None:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} does not apply to --method seg "
+                                  "(the segmentation net alone: no denoiser, no reconstruction); leave it out")
+        if "backbone" in self.model_overrides:
+            raise ConfigError(f"--backbone {self.model_overrides['backbone']} does not apply to --method seg "
+                              "(no denoiser); leave it out")
+
     def recipe(self, device_type: str, data_side: Optional[int] = None, num_images: Optional[int] = None) -> Recipe:
         """The default recipe for this preset on `device_type` (and images of about `data_side`
         pixels), with every option set here in its place."""
@@ -129,6 +142,8 @@ class TrainOptions:
         for name, recipe_value in (("seg_stride", seg_stride), ("recon_weight", recon_weight),
                                    ("exposure_correction", exposure_correction)):
             value = recipe_value if recipe_value is not None else getattr(self, name)
-            if value is not None and name not in changes and changes.get("method", "diffusionad") != "recon":
+            method = changes.get("method", "diffusionad")  # a seg model has no reconstruction to add to its map
+            if value is not None and name not in changes and method != "recon" and not (
+                    method == "seg" and name == "recon_weight"):
                 changes[name] = value
         return preset(self.preset, **changes)

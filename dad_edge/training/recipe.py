@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from dad_edge.errors import ConfigError
 from dad_edge.model.config import PRESETS, SEG_STRIDES
@@ -132,6 +132,14 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
     validate_recipe(recipe)
     check_processes(recipe.processes, recipe.batch_size, device_type)
     return recipe
+
+
+def optimizer_groups(model, recipe: Recipe) -> Tuple[Tuple[float, ...], List[Dict[str, Any]]]:
+    """(base rates, Adam's parameter groups): the eps-predictor at lr_unet, the segmentation net at lr_seg;
+    a network the model lacks (recon: no segmentation net; seg: no denoiser) has no group."""
+    nets = [(net, lr) for net, lr in ((getattr(model, "unet", None), recipe.lr_unet),
+                                      (getattr(model, "segnet", None), recipe.lr_seg)) if net is not None]
+    return tuple(lr for _, lr in nets), [{"params": net.parameters(), "lr": lr} for net, lr in nets]
 
 
 def seg_stride_fits(preset_name: str, image_size: int, stride: int) -> bool:

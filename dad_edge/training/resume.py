@@ -23,6 +23,8 @@ STATE_FILE = "train_state.safetensors"  # the run folder's resumable state (trai
 KEPT = tuple(f.name for f in fields(Recipe) if f.name != "processes")
 # Those a recon run keeps: it has no segmentation net, map terms or synthetic anomalies, and refuses their options.
 RECON_KEPT = ("image_size", "batch_size", "lr_unet", "lr_schedule", "warmup_fraction", "ema_decay", "channels_last")
+# Those a seg run keeps: it has no denoiser, and refuses the denoiser's options.
+SEG_KEPT = tuple(name for name in KEPT if name not in ("lr_unet", "large_target", "recon_weight"))
 
 
 def resumed_options(opts: TrainOptions) -> TrainOptions:
@@ -40,15 +42,15 @@ def resumed_options(opts: TrainOptions) -> TrainOptions:
     # What the model itself records wins for the fields it carries: a state written before a field
     # joined the recipe record still says what its networks are.
     cfg = model_config(meta)
-    if cfg.method == "diffusionad":
+    if cfg.method in ("diffusionad", "seg"):
         recipe.setdefault("line_prob", 0.0)  # a run started before line anomalies joined the recipe drew none
         recipe.update(image_size=cfg.image_size, recon_weight=cfg.recon_weight,
                       exposure_correction=cfg.exposure_correction, seg_stride=cfg.seg.stride)
     gain_unset = opts.input_gain in (None, "auto") and "input_gain" not in opts.model_overrides
     if not gain_unset:  # the user's gain decides the exposure correction too (training/brightness.py)
         recipe.pop("exposure_correction", None)
-    kept = KEPT if cfg.method == "diffusionad" else RECON_KEPT
+    kept = {"diffusionad": KEPT, "recon": RECON_KEPT, "seg": SEG_KEPT}[cfg.method]
     changes: Dict[str, Any] = {name: recipe[name] for name in kept if name in recipe and getattr(opts, name) is None}
-    if cfg.method == "diffusionad" and gain_unset:
+    if cfg.method != "recon" and gain_unset:
         changes["input_gain"] = cfg.input_gain if cfg.input_gain > 0 else "off"
     return replace(opts, **changes).validate() if changes else opts

@@ -33,7 +33,7 @@ from dad_edge.data.layouts import open_category
 from dad_edge.data.mvtec import detect_channels, load_images
 from dad_edge.errors import CheckpointError, ConfigError, DataError, TrainingError
 from dad_edge.model.input_gain import apply_gain, image_gain
-from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss
+from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss, segmentation_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.build import build_model
 from dad_edge.training import distributed, precision, processes  # [#16 distributed]: DDP, no-op in 1 process
@@ -43,7 +43,7 @@ from dad_edge.training.resume import STATE_FILE, resumed_options
 from dad_edge.training.brightness import with_input_gain
 from dad_edge.training.map_statistics import calibrate_exposure_term, calibrate_recon_term
 from dad_edge.training.options import TrainOptions
-from dad_edge.training.recipe import lr_factor
+from dad_edge.training.recipe import lr_factor, optimizer_groups
 from dad_edge.training.synthesis import synthesizer
 
 # Training timestep ranges of the paper: t_s ~ U[0, 300), t_l ~ U[300, T).
@@ -104,10 +104,8 @@ class Trainer:
         if self.recipe.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step = distributed.step_model(self.model, self.ranks)  # [#16 distributed]
-        self.base_lrs = (self.recipe.lr_unet, self.recipe.lr_seg)
-        self.optimizer = torch.optim.Adam([
-            {"params": self.model.unet.parameters(), "lr": self.base_lrs[0]},
-        ] + ([] if recon else [{"params": self.model.segnet.parameters(), "lr": self.base_lrs[1]}]))
+        self.base_lrs, groups = optimizer_groups(self.model, self.recipe)
+        self.optimizer = torch.optim.Adam(groups)
         self.ema = WeightAverage(self.model, self.recipe.ema_decay) if self.recipe.ema_decay > 0 else None
         self.steps = 0  # optimizer steps taken, summed over resumed runs
         self.snapshots_written = 0
@@ -148,6 +146,9 @@ class Trainer:
         x, mask, normal = self._input(batch.image), batch.mask.to(self.device), batch.normal.to(self.device)
         gain = image_gain(x, self.cfg.input_gain)  # None when the model has no input gain
         x = apply_gain(x, gain)  # the model's normalise step, as at inference
+        if self.cfg.method == "seg":  # the segmentation net alone on the image
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                return segmentation_loss(self.step("seg_logits", x), mask)
         t_s, t_l = self._timesteps(x.shape[0], gen)
         noise_s = torch.randn(x.shape, generator=gen).to(self.device)
         noise_l = torch.randn(x.shape, generator=gen).to(self.device)
