@@ -21,7 +21,7 @@ from dad_edge.training.compare_report import CLASSICAL_COLOUR, MODEL_COLOUR, bar
 from dad_edge.training.evaluate import evaluate_model
 from dad_edge.training.recipe import resolve_recipe
 
-METHODS = ["diffusionad", "recon", "dit", "iforest", "ocsvm", "copod"]
+METHODS = ["diffusionad", "recon", "dit", "seg", "iforest", "ocsvm", "copod"]
 TINY = ["--epochs", "1", "--preset", "tiny", "--image-size", "32"]
 
 
@@ -83,10 +83,11 @@ def test_each_run_loads_and_its_auroc_is_evaluate_models(digits):
     for run in report["runs"]:
         path, method = Path(run["path"]), run["method"]
         assert path.parent == out / "runs" / run["normal_class"] / method
-        if method in ("diffusionad", "recon", "dit"):
+        if method in ("diffusionad", "recon", "dit", "seg"):
             with Detector(path) as det:  # the table's method is the model's own
                 assert (det.config.method, det.config.backbone) == {
-                    "diffusionad": ("diffusionad", "unet"), "recon": ("recon", "unet"), "dit": ("diffusionad", "dit")
+                    "diffusionad": ("diffusionad", "unet"), "recon": ("recon", "unet"), "dit": ("diffusionad", "dit"),
+                    "seg": ("seg", "unet"),  # no eps-predictor: the config's backbone field at its default
                 }[method]
         metrics = evaluate_model(path, run["data"])
         assert run["image_auroc"] == metrics["image_auroc"]
@@ -132,7 +133,7 @@ def test_chart_draws_one_bar_per_method_as_long_as_its_mean_auroc(digits):
     # In each bar's middle row the bar-coloured pixels run from the axis to the value's share of it.
     axis = 640 - 130 - 60
     for k, (method, value) in enumerate(zip(METHODS, values)):
-        colour = MODEL_COLOUR if method in ("diffusionad", "recon", "dit") else CLASSICAL_COLOUR
+        colour = MODEL_COLOUR if method in ("diffusionad", "recon", "dit", "seg") else CLASSICAL_COLOUR
         row = chart[56 + k * 40 + 14]
         drawn = np.flatnonzero(np.all(row == colour, axis=1))
         assert drawn[0] in (130, 131)  # 130: the axis line, drawn over the bar

@@ -102,9 +102,12 @@ def varied_data(tmp_path_factory) -> Path:
     return root
 
 
-def test_training_chooses_it_from_the_data_records_it_and_drops_the_exposure_fit(varied_data, tmp_path):
-    run = train(TrainOptions(data=str(varied_data), out=str(tmp_path / "run"), epochs=1, **COMMON))
+@pytest.mark.parametrize("method", ["diffusionad", "seg"])
+def test_training_chooses_it_from_the_data_records_it_and_drops_the_exposure_fit(varied_data, tmp_path, method):
+    run = train(TrainOptions(data=str(varied_data), out=str(tmp_path / "run"), epochs=1,
+                             model_overrides={"method": method}, **COMMON))
     model, meta = load_model(run)
+    assert model.cfg.method == method
     choice = meta["training"]["input_gain"]
     assert choice["setting"] == "auto" and choice["brightness_cv"] >= GAIN_VARIATION
     assert model.cfg.input_gain == choice["input_gain"] > 0 and meta["model"]["input_gain"] == model.cfg.input_gain

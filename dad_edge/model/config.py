@@ -233,12 +233,12 @@ class ModelConfig:
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict. A U-Net config leaves out `backbone` and `dit`, so it reads exactly as before
         the DiT existed (same metadata, same config hashes); a DiT config leaves out `unet`. Likewise a
-        DiffusionAD config leaves out `method` and `recon`, a recon config the DIFFUSIONAD_FIELDS."""
+        DiffusionAD config leaves out `method` and `recon`, a recon config the DIFFUSIONAD_FIELDS, a seg config the
+        eps-predictor's sections and the DENOISER_FIELDS."""
         d = dataclasses.asdict(self)
         if self.method == "seg":
-            for key in ("backbone", "unet", "dit", "recon") + DENOISER_FIELDS + tuple(k for k in OFF_FIELDS if not getattr(self, k)):
-                del d[key]
-            return d
+            off = tuple(k for k in OFF_FIELDS if not getattr(self, k))
+            return {k: v for k, v in d.items() if k not in ("backbone", "unet", "dit", "recon") + DENOISER_FIELDS + off}
         if self.backbone == "unet":
             del d["backbone"], d["dit"]
         else:

@@ -66,8 +66,9 @@ def choose_input_gain(setting: Union[None, str, float], images: np.ndarray) -> D
 
 def with_input_gain(cfg, recipe, opts, images: np.ndarray) -> Tuple[Any, Any, Optional[Dict[str, Any]]]:
     """(model config, recipe) of a run with its input gain chosen (choose_input_gain) -> (cfg, recipe, the
-    choice to record, or None where there is nothing to choose: a recon model, or a config that sets it)."""
-    if cfg.method != "diffusionad" or "input_gain" in opts.model_overrides:
+    choice to record, or None where there is nothing to choose: a recon model, or a config that sets it).
+    DiffusionAD and the segmentation net alone (method "seg") both read the gain-normalised image."""
+    if cfg.method == "recon" or "input_gain" in opts.model_overrides:
         return cfg, recipe, None
     choice = choose_input_gain(opts.input_gain, images)
     if choice["input_gain"] == 0:

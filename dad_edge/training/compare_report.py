@@ -155,7 +155,7 @@ def bar_chart(methods: Sequence[str], values: Sequence[float], title: str, width
         cv2.putText(canvas, name, (10, y + bar - 9), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.putText(canvas, f"{value:.3f}", (end + 4, y + bar - 9), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.line(canvas, (x0, top - 6), (x0, height - 34), (0, 0, 0), 1)
-    for k, (label, colour) in enumerate((("diffusion", MODEL_COLOUR), ("classical", CLASSICAL_COLOUR))):
+    for k, (label, colour) in enumerate((("networks", MODEL_COLOUR), ("classical", CLASSICAL_COLOUR))):
         x = width - 190 + k * 95
         cv2.rectangle(canvas, (x, 36), (x + 12, 46), colour, -1)
         cv2.putText(canvas, label, (x + 16, 46), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
