@@ -14,15 +14,15 @@ MAGNETIC_TILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" /
 
 
 def random_model(cfg: ModelConfig, seed: int = 0, std: float = 0.1):
-    """A DiffusionAD with every parameter perturbed (seeded): untrained, the zero-initialised
-    output convolutions would make the U-Net an identity and every map alike."""
+    """The config's module (DiffusionAD, or another method's) with every parameter perturbed (seeded):
+    untrained, the zero-initialised output convolutions would make the U-Net an identity and every map alike."""
     import torch
 
-    from dad_edge.model.diffusion_ad import DiffusionAD
+    from dad_edge.model.build import build_model
 
     with torch.random.fork_rng():  # seeded default initialisation, global RNG left alone
         torch.manual_seed(seed)
-        model = DiffusionAD(cfg).eval()
+        model = build_model(cfg).eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():

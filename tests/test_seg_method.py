@@ -16,7 +16,6 @@ from dad_edge.data.demo import build_demo_dataset
 from dad_edge.data.imageio import read_image
 from dad_edge.errors import ConfigError
 from dad_edge.export.onnx_export import export_onnx
-from dad_edge.model.build import build_model
 from dad_edge.model.config import ModelConfig, UNetConfig, preset
 from dad_edge.model.info import model_info
 from dad_edge.model.input_gain import normalise_gain
@@ -24,19 +23,9 @@ from dad_edge.model.seg_ad import SegAD
 from dad_edge.training.distill import DistillOptions, distill
 from dad_edge.training.resume import resumed_options
 from dad_edge.training.train import Trainer, TrainOptions, train
+from deploy_support import random_model
 
 SEG = {"method": "seg"}
-
-
-def perturbed(cfg, seed=0, std=0.1) -> SegAD:
-    """A seg model with every parameter perturbed, so that maps differ from pixel to pixel."""
-    torch.manual_seed(seed)
-    model = build_model(cfg).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(std * torch.randn(p.shape, generator=gen))
-    return model
 
 
 # -- the config ----------------------------------------------------------------------------------
@@ -67,7 +56,7 @@ def test_a_seg_config_refuses_the_denoisers_fields(change, message):
 
 def test_map_is_the_segmentation_net_on_the_image_and_score_its_top_k():
     cfg = preset("tiny", method="seg", channels=1, input_gain=0.4)
-    model = perturbed(cfg)
+    model = random_model(cfg)  # perturbed: maps differ from pixel to pixel
     assert model.segnet.encoder[0][0].in_channels == 1  # the image alone, not cat(x, x0_ng)
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 0.5, (3, 1, 32, 32)).astype(np.float32))
     out = model(x)
@@ -87,7 +76,7 @@ def test_info_counts_the_segmentation_net_alone():
 
 def test_onnx_graph_matches_torch_in_the_detector_and_the_fused_path_refuses_it(tmp_path):
     cfg = preset("tiny", method="seg", smoothing_sigma=1.0, exposure_correction=True)
-    model = perturbed(cfg, seed=7)
+    model = random_model(cfg, seed=7)
     model.exposure_term.coef.copy_(torch.tensor([0.2, 0.5]))  # a fitted correction, as training leaves one
     ckpt = tmp_path / "model.safetensors"
     save_model(ckpt, model, md.build_metadata(cfg, thresholds=md.Thresholds(0.3, 0.4, "test")))
