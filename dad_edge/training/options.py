@@ -14,6 +14,10 @@ from dad_edge.training.brightness import parse_input_gain
 from dad_edge.training.recipe import Recipe, resolve_recipe
 
 
+# The denoiser's recipe options, which a --method seg run refuses (and a resumed one does not take back).
+SEG_REFUSED = ("lr_unet", "large_target", "recon_weight")
+
+
 @dataclass
 class TrainOptions:
     data: str
@@ -109,7 +113,7 @@ class TrainOptions:
 
     def _check_seg(self) -> None:
         """The seg method has no denoiser: its options are refused rather than ignored."""
-        for name in ("lr_unet", "large_target", "recon_weight"):
+        for name in SEG_REFUSED:
             if getattr(self, name) is not None:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} does not apply to --method seg "
                                   "(the segmentation net alone: no denoiser, no reconstruction); leave it out")
