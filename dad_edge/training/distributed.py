@@ -32,6 +32,7 @@ from torch import nn
 
 from dad_edge.errors import ConfigError
 from dad_edge.training.batches import SyntheticBatches
+from dad_edge.training.processes import launched_here
 
 
 @dataclass
@@ -62,11 +63,14 @@ class Ranks:
     def close(self, synchronize: bool = False) -> None:
         """Leave the job. synchronize (after a run that ended well): wait for every rank first. A rank
         that tears gloo down while another still works (rank 0 saving the model) can abort in gloo's
-        threads ("terminate called without an active exception", exit -6), as CI saw once."""
+        threads ("terminate called without an active exception", exit -6), as CI saw twice, once after
+        the barrier. So the ranks of our own launcher (processes.py) tear nothing down: they end with
+        os._exit, which runs no C++ destructor; torchrun's ranks (NCCL asks for it) destroy the group."""
         if self.active and dist.is_initialized():
             if synchronize:
                 dist.barrier()
-            dist.destroy_process_group()
+            if not launched_here():
+                dist.destroy_process_group()
 
 
 def setup(device: torch.device) -> Ranks:

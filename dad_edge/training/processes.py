@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -280,5 +281,21 @@ def _rank_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _rank_process(argv: Sequence[str]) -> None:
+    """A rank's whole life: _rank_main, then os._exit with its code. Python's normal exit would run
+    the C++ destructors of gloo's threads while a peer may still use them and abort (exit -6, CI saw
+    it); os._exit runs none, so the output is flushed by hand first."""
+    try:
+        code = _rank_main(argv)
+    except SystemExit as exc:  # SIGTERM from the launcher (143), or sys.exit inside
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # a bug, not a DadEdgeError: its traceback reaches the launcher's log
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(_rank_main(sys.argv[1:]))
+    _rank_process(sys.argv[1:])
