@@ -12,6 +12,8 @@ Detector, maps at the model's resolution as `dad-edge eval` reports them):
          top-k score
   mixed  full * (1 + recon / r99), r99 the 99th percentile of the recon map on training images:
          the segmentation map, sharpened where the reconstruction disagrees
+A model of another method (`--method seg`: no denoiser; `--method recon`: no segmentation net) has
+its deployed map and score (its own forward) as "full" and no "recon" / "mixed" rows (null in the JSON).
 The full row of the run's final model is checked against `evaluate_model` (the Detector path).
 
     python benchmarks/learning_curve.py runs/a runs/b --data ../shared/data/magnetic_tile \
@@ -67,6 +69,11 @@ def maps_of(model, frames: List[np.ndarray], batch: int = 32):
     full, recon, scores = [], [], []
     for i in range(0, len(frames), batch):
         x = torch.from_numpy(ops.preprocess(frames[i:i + batch], cfg.image_size, cfg.channels, "RGB"))
+        if cfg.method != "diffusionad":  # no x0_ng to take apart: the deployed forward, nothing else
+            out = model(x)
+            full.append(out.anomaly_map[:, 0].numpy())
+            scores.append(out.score.numpy())
+            continue
         x = model.normalise_input(x)  # the model's input gain, when it has one (model/input_gain.py)
         b = x.shape[0]
         t_s = torch.full((b,), cfg.t_small, dtype=torch.long)
@@ -84,7 +91,7 @@ def maps_of(model, frames: List[np.ndarray], batch: int = 32):
         scores.append(score.numpy())
         r = reconstruction_error(x, rec.x0_guided, taps)
         recon.append(r[:, 0].numpy())
-    return np.concatenate(full), np.concatenate(recon), np.concatenate(scores)
+    return np.concatenate(full), (np.concatenate(recon) if recon else None), np.concatenate(scores)
 
 
 def top_k_scores(maps: np.ndarray, k: int) -> np.ndarray:
@@ -108,12 +115,18 @@ def evaluate_snapshot(path: Path, test, masks, norm_frames) -> Dict:
     model.eval()
     k = model.cfg.top_k
     full, recon, full_scores = maps_of(model, test["frames"])
-    _, recon_train, _ = maps_of(model, norm_frames)
-    r99 = float(np.quantile(recon_train, 0.99)) or 1.0
-    mixed = full * (1.0 + recon / r99)
-    row = {"file": str(path), "training": {key: meta["training"].get(key) for key in
-                                           ("epochs", "steps", "train_seconds", "snapshot_minutes", "weights")}}
+    mixed = None
+    if recon is not None:
+        _, recon_train, _ = maps_of(model, norm_frames)
+        r99 = float(np.quantile(recon_train, 0.99)) or 1.0
+        mixed = full * (1.0 + recon / r99)
+    row = {"file": str(path), "method": model.cfg.method,
+           "training": {key: meta["training"].get(key) for key in
+                        ("epochs", "steps", "train_seconds", "snapshot_minutes", "weights")}}
     for name, maps in (("full", full), ("recon", recon), ("mixed", mixed)):
+        if maps is None:
+            row[name] = None
+            continue
         scores = full_scores if name == "full" else top_k_scores(maps, k)
         if name == "full":
             row["full_scores"] = scores
@@ -171,12 +184,13 @@ def main(argv=None) -> int:
                 row["max_abs_score_diff_vs_detector"] = check_against_detector(path, args.data, row)
             row.pop("full_scores")
             rows.append(row)
-            f, r, m = row["full"], row["recon"], row["mixed"]
+            f = row["full"]
             tr = row["training"]
             print(f"{run.name:>16} {path.stem:>22} ep {tr['epochs']:>3} steps {tr['steps']!s:>5} | "
-                  f"full {f['image_auroc']:.3f} {f['pixel_auroc']:.3f} {f['au_pro']:.3f} | "
-                  f"recon {r['image_auroc']:.3f} {r['pixel_auroc']:.3f} {r['au_pro']:.3f} | "
-                  f"mixed {m['image_auroc']:.3f} {m['pixel_auroc']:.3f} {m['au_pro']:.3f} | in image "
+                  + " | ".join(f"{name} " + (f"{m['image_auroc']:.3f} {m['pixel_auroc']:.3f} {m['au_pro']:.3f}"
+                                             if m is not None else "-")
+                               for name, m in ((s, row[s]) for s in SCORINGS))
+                  + " | in image "
                   + " ".join(f"{t} {v:.3f}" for t, v in f["per_type_pixel_auroc_in_image"].items() if v is not None)
                   + f" ({time.time() - t0:.0f} s)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

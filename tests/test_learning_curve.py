@@ -68,3 +68,20 @@ def test_full_scores_carry_the_exposure_correction_as_the_detector_does(tmp_path
     assert lc.main([str(path.parent), "--data", str(data), "--out", str(result)]) == 0
     rows = json.loads(result.read_text())
     assert rows[-1]["max_abs_score_diff_vs_detector"] <= 1e-6
+
+
+def test_a_seg_model_curve_has_its_deployed_scores_and_no_reconstruction_rows(tmp_path):
+    """--method seg has no x0_ng: "full" is its forward (dad-edge eval's scores), recon / mixed are null."""
+    lc = _module()
+    data = build_demo_dataset(tmp_path / "data", size=32, n_train=10, n_test_good=4, n_test_per_defect=3)
+    out = tmp_path / "seg"
+    train(TrainOptions(data=str(data), out=str(out), preset="tiny", model_overrides={"method": "seg"}, epochs=2,
+                       batch_size=4, progress=False, device="cpu", snapshot_minutes=1e-6, input_gain=0.3))
+    result = tmp_path / "curve.json"
+    assert lc.main([str(out), "--data", str(data), "--out", str(result), "--last-only"]) == 0
+    rows = json.loads(result.read_text())
+    assert [r["method"] for r in rows] == ["seg", "seg"] and rows[-1]["file"].endswith("model.safetensors")
+    for row in rows:
+        assert row["recon"] is None and row["mixed"] is None
+        assert 0.0 <= row["full"]["image_auroc"] <= 1.0 and 0.0 <= row["full"]["au_pro"] <= 1.0
+    assert rows[-1]["max_abs_score_diff_vs_detector"] <= 1e-6
