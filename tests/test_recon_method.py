@@ -288,6 +288,8 @@ def test_trained_model_loads_in_the_detector_and_flags_a_pasted_square(trained, 
     tensors, meta = read_tensors(trained)
     assert not any(k.startswith("segnet") for k in tensors) and meta["model"]["method"] == "recon"
     assert meta["training"]["selection"].startswith("lowest noise loss on held-out good images")
+    recipe = meta["training"]["recipe"]  # the DDPM's rate, none of the segmentation net's or anomalies'
+    assert "lr_unet" in recipe and not {"lr_seg", "seg_stride", "line_prob", "recon_weight"} & set(recipe)
     thresholds = md.thresholds(meta)
     assert 0 <= thresholds.image <= 1 and 0 <= thresholds.pixel <= 1  # from held-out good images
     clean = read_image(sorted((data / "test" / "good").glob("*.png"))[0])

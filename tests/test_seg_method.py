@@ -128,6 +128,9 @@ def test_trained_model_learnt_the_synthetic_anomalies_and_loads_in_the_detector(
     tensors, meta = read_tensors(trained)
     assert all(k.startswith("segnet.") or k.startswith("exposure_term.") for k in tensors)
     assert meta["model"]["method"] == "seg"
+    # The recipe record names what trained the net, not the denoiser's rates it does not have.
+    recipe = meta["training"]["recipe"]
+    assert recipe["lr_seg"] == 0.01 and not {"lr_unet", "large_target", "recon_weight"} & set(recipe)
     # Learnt: the loss on the held-out images' fixed synthetic anomalies falls several times over
     # (0.23 -> 0.01 in the run this was written with; an unlearnt net stays near its first epoch's).
     history = read_tensors(trained.parent / "train_state.safetensors")[1]["train_state"]["history"]

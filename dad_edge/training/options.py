@@ -11,11 +11,11 @@ from dad_edge.data.augment import parse_augment
 from dad_edge.errors import ConfigError
 from dad_edge.model.config import ModelConfig, preset
 from dad_edge.training.brightness import parse_input_gain
-from dad_edge.training.recipe import Recipe, resolve_recipe
+from dad_edge.training.recipe import UNUSED_BY_METHOD, Recipe, resolve_recipe
 
 
 # The denoiser's recipe options, which a --method seg run refuses (and a resumed one does not take back).
-SEG_REFUSED = ("lr_unet", "large_target", "recon_weight")
+SEG_REFUSED = UNUSED_BY_METHOD["seg"]
 
 
 @dataclass

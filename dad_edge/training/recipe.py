@@ -70,6 +70,20 @@ class Recipe:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def record(self, method: str) -> Dict[str, Any]:
+        """The fields that act in `method`'s training, for the checkpoint: a reader of a seg model's record
+        should not find a U-Net rate that trained nothing."""
+        return {k: v for k, v in asdict(self).items() if k not in UNUSED_BY_METHOD[method]}
+
+
+# Recipe fields that do nothing in a method's training: its record leaves them out and its options refuse
+# them (options.py). seg has no denoiser; recon has no segmentation net, map terms or synthetic anomalies.
+UNUSED_BY_METHOD: Dict[str, Tuple[str, ...]] = {
+    "diffusionad": (),
+    "seg": ("lr_unet", "large_target", "recon_weight"),
+    "recon": ("lr_seg", "large_target", "seg_stride", "recon_weight", "exposure_correction", "line_prob"),
+}
+
 
 SIZE_STEP = 32  # every preset's networks take multiples of 32
 CPU_SEG_STRIDE = 2  # Recipe.seg_stride of the compact / tiny presets on a CPU

@@ -16,13 +16,13 @@ from typing import Any, Dict
 from dad_edge.artifacts.checkpoint import read_metadata
 from dad_edge.artifacts.metadata import model_config
 from dad_edge.training.options import SEG_REFUSED, TrainOptions
-from dad_edge.training.recipe import Recipe
+from dad_edge.training.recipe import UNUSED_BY_METHOD, Recipe
 
 STATE_FILE = "train_state.safetensors"  # the run folder's resumable state (training/train.py)
 # Recipe fields a resumed run keeps; processes is left out (how many processes run is this start's choice).
 KEPT = tuple(f.name for f in fields(Recipe) if f.name != "processes")
 # Those a recon run keeps: it has no segmentation net, map terms or synthetic anomalies, and refuses their options.
-RECON_KEPT = ("image_size", "batch_size", "lr_unet", "lr_schedule", "warmup_fraction", "ema_decay", "channels_last")
+RECON_KEPT = tuple(name for name in KEPT if name not in UNUSED_BY_METHOD["recon"])
 # Those a seg run keeps: it has no denoiser, and refuses the denoiser's options.
 SEG_KEPT = tuple(name for name in KEPT if name not in SEG_REFUSED)
 

@@ -292,7 +292,7 @@ class Trainer:
             "device": str(self.device),
             "processes": self.ranks.world, "steps": self.steps,
             "precision": precision.describe(self.amp_dtype if self.use_amp else None),
-            "recipe": self.recipe.to_dict(),
+            "recipe": self.recipe.record(self.cfg.method),
             **({"input_gain": self.input_gain_choice} if self.input_gain_choice else {}),
             "options": {k: v for k, v in asdict(self.opts).items() if k not in ("resume", "progress")},
         }
