@@ -19,6 +19,8 @@ precision (bfloat16 autocast on a CPU with AMX: dad_edge/training/precision.py).
     python benchmarks/profile_train_step.py                       # magnetic tile, 12 steps each
     python benchmarks/profile_train_step.py --data DIR --steps 20 --no-compile
 
+    python benchmarks/profile_train_step.py --method seg          # the segmentation net alone (no U-Net)
+
 Numbers are wall-clock seconds on this machine; the ratios are what to read.
 """
 from __future__ import annotations
@@ -36,12 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "magnetic_tile"
 
 
-def build_trainer(data: str, workers: int, out: str, amp: bool = True, **model_overrides):
+def build_trainer(data: str, workers: int, out: str, amp: bool = True, seg_stride=None, **model_overrides):
     from dad_edge.training.options import TrainOptions
     from dad_edge.training.train import Trainer
 
     return Trainer(TrainOptions(data=data, out=out, epochs=1, device="cpu", workers=workers, progress=False,
-                                amp=amp, model_overrides=model_overrides))
+                                amp=amp, seg_stride=seg_stride, model_overrides=model_overrides))
 
 
 class Stopwatch:
@@ -74,18 +76,23 @@ def timed_method(obj, method: str, name: str, watch: Stopwatch):
     return lambda: delattr(obj, method)
 
 
+def training_forward(model) -> str:
+    """The model method a training step calls: DiffusionAD's reconstruct, the seg method's seg_logits."""
+    return "seg_logits" if model.cfg.method == "seg" else "reconstruct"
+
+
 def one_step(trainer, batch, gen, forward=None):
     """The body of Trainer.run's loop (its _loss, backward and optimizer step), optionally with a
-    compiled forward in place of model.reconstruct."""
+    compiled forward in place of the model's training forward (training_forward)."""
     model = trainer.model
+    name = training_forward(model)
     if forward is not None:
-        original = model.reconstruct
-        model.reconstruct = forward
+        setattr(model, name, forward)  # an instance attribute shadows the method
     try:
         terms = trainer._loss(batch, gen)
     finally:
         if forward is not None:
-            model.reconstruct = original
+            delattr(model, name)
     trainer.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     trainer.optimizer.step()
@@ -96,8 +103,9 @@ def one_step(trainer, batch, gen, forward=None):
 
 def profile_phases(trainer, steps: int) -> dict:
     watch = Stopwatch()
-    hooks = [timed_method(trainer.model.unet, "forward_embedded", "unet fwd", watch),
-             timed_method(trainer.model.segnet, "forward", "seg fwd", watch)]
+    hooks = [timed_method(trainer.model.segnet, "forward", "seg fwd", watch)]
+    if getattr(trainer.model, "unet", None) is not None:  # the seg method has no U-Net
+        hooks.append(timed_method(trainer.model.unet, "forward_embedded", "unet fwd", watch))
     gen = torch.Generator().manual_seed(0)
     batches = trainer.train.epoch(0)
     wall = 0.0
@@ -129,11 +137,12 @@ def profile_phases(trainer, steps: int) -> dict:
         for undo in hooks:
             undo()
     t = watch.total
+    unet = t.get("unet fwd", 0.0)
     phases = {
         "synthesis": t["synthesis"],
-        "unet fwd": t["unet fwd"],
+        **({"unet fwd": unet} if "unet fwd" in t else {}),
         "seg fwd": t["seg fwd"],
-        "loss and the rest of forward": t["forward+loss"] - t["unet fwd"] - t["seg fwd"],
+        "loss and the rest of forward": t["forward+loss"] - unet - t["seg fwd"],
         "backward": t["backward"],
         "optimizer": t["optimizer"],
     }
@@ -177,6 +186,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    p.add_argument("--method", choices=("diffusionad", "seg"), default="diffusionad",
+                   help="seg: the segmentation net alone (dad-edge train --method seg)")
     p.add_argument("--out", default="/tmp/dad_edge_profile_train_step")
     args = p.parse_args(argv)
     if not Path(args.data).is_dir():
@@ -185,7 +196,8 @@ def main(argv=None) -> int:
     from dad_edge.training import precision
     from dad_edge.training.compare import cpu_name
 
-    base = build_trainer(args.data, 0, args.out)
+    method = {"method": args.method}
+    base = build_trainer(args.data, 0, args.out, **method)
     r = base.recipe
     print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"recipe: {r.image_size}x{r.image_size}, {base.cfg.channels} channel(s), batch {r.batch_size}, "
@@ -200,12 +212,16 @@ def main(argv=None) -> int:
     for name, sec in prof["phases"].items():
         print(f"| {name} | {1000 * sec / prof['steps']:.1f} | {100 * sec / total:.0f} % |")
 
-    variants = {"eager, workers 0": (base, None), "eager, workers 1": (build_trainer(args.data, 1, args.out), None),
-                "eager, workers 0, seg stride 2": (build_trainer(args.data, 0, args.out, seg_stride=2), None),
-                "eager, workers 0, float32 (--no-amp)": (build_trainer(args.data, 0, args.out, amp=False), None)}
+    other_stride = 1 if r.seg_stride == 2 else 2
+    variants = {"eager, workers 0": (base, None),
+                "eager, workers 1": (build_trainer(args.data, 1, args.out, **method), None),
+                f"eager, workers 0, seg stride {other_stride}":
+                    (build_trainer(args.data, 0, args.out, seg_stride=other_stride, **method), None),
+                "eager, workers 0, float32 (--no-amp)": (build_trainer(args.data, 0, args.out, amp=False, **method), None)}
     if not args.no_compile:
-        compiled = build_trainer(args.data, 0, args.out)
-        variants["torch.compile, workers 0"] = (compiled, torch.compile(compiled.model.reconstruct))
+        compiled = build_trainer(args.data, 0, args.out, **method)
+        forward = getattr(compiled.model, training_forward(compiled.model))
+        variants["torch.compile, workers 0"] = (compiled, torch.compile(forward))
     rates = interleaved(variants, max(1, args.steps // 3))
     ref = statistics.median(rates["eager, workers 0"])
     print(f"\nSide by side, interleaved in rounds of 4 steps per variant (3 timed; median train images/s):")
