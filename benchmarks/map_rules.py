@@ -1,4 +1,4 @@
-"""Map and score rules on trained DiffusionAD checkpoints: what each would give, on the same weights.
+"""Map and score rules on trained DiffusionAD (or --method seg) checkpoints: what each would give, on the same weights.
 
     python benchmarks/map_rules.py R1/model.safetensors R2/model.safetensors --data ../shared/data/magnetic_tile
 
@@ -14,6 +14,7 @@ are computed once; each rule is then a function of those arrays:
   seg + W recon    the deployed map with ModelConfig.recon_weight = W (model/recon_term.py)
 
 A model with an exposure correction (model/exposure_term.py) has it applied to every rule's image score.
+A `--method seg` model (the net on the image alone) has no reconstruction: its rows are the seg rules only.
 
 Every rule is scored with the metrics `dad-edge eval` uses. The test split selects nothing here: this
 is a report of what the rules would have given (benchmarks/README.md, session 10); the library's
@@ -55,7 +56,7 @@ def maps_and_inputs(model, frames: List[np.ndarray], flips=((),),
         acc = 0
         for dims in flips:
             seg_in = model.segmentation_input(torch.flip(x, dims) if dims else x)
-            m = model.segment(seg_in).float()
+            m = model.segment(seg_in).float()  # seg method: seg_in is the image at its gain
             acc = acc + (torch.flip(m, dims) if dims else m)
             if not dims:
                 plain.append(m)
@@ -89,6 +90,8 @@ def rules(model, test_frames, val_frames) -> Dict[str, Callable[[], Tuple[np.nda
         out[f"seg blur {sigma}"] = lambda s=sigma: (lambda b: (b, top_k(b, k)))(blurred(s))
     f = flipped[:, 0].numpy()
     out["seg flips"] = lambda: (f, top_k(f, k))
+    if model.cfg.method == "seg":  # no x0_ng: no reconstruction-error rule
+        return _with_exposure(model, out, seg_in)
     # The standardised error alone (the term before its weight, unclamped).
     alone = ReconTerm(1.0, 2.0, model.cfg.channels)
     _, mean, std = alone.calibrate([(val_seg, val_in)])
@@ -96,6 +99,11 @@ def rules(model, test_frames, val_frames) -> Dict[str, Callable[[], Tuple[np.nda
     out["recon"] = lambda: (r, top_k(r, k))
     for w in WEIGHTS:
         out[f"seg + {w:g} recon"] = lambda w=w: (lambda t: (t, top_k(t, k)))(with_term(w))
+    return _with_exposure(model, out, seg_in)
+
+
+def _with_exposure(model, out, seg_in):
+    """The rules with the model's exposure correction on their image scores, when it has one."""
     if getattr(model, "exposure_term", None) is None:
         return out
     x = seg_in[:, :model.cfg.channels]  # the model's input, after its input gain

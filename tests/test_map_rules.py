@@ -54,3 +54,20 @@ def test_image_scores_carry_the_exposure_correction_as_eval_does(tmp_path):
     assert rules.main([str(path), "--data", str(data), "--out", str(result)]) == 0
     image, _, _, _ = json.loads(result.read_text())["seg + 0.5 recon"][str(path)]
     assert image == pytest.approx(evaluate_model(path, data)["image_auroc"], abs=1e-4)
+
+
+def test_a_seg_model_has_the_seg_rules_and_its_deployed_one_matches_eval(run, tmp_path):
+    """--method seg (no reconstruction): the seg rules only; seg top-k (no smoothing in tiny) is its deployed map."""
+    rules = benchmark_module("map_rules")
+    data, _ = run
+    model = train(TrainOptions(data=str(data), out=str(tmp_path / "seg"), preset="tiny", epochs=2, batch_size=4,
+                               progress=False, device="cpu", model_overrides={"method": "seg"}))
+    result = tmp_path / "rules.json"
+    assert rules.main([str(model), "--data", str(data), "--out", str(result)]) == 0
+    rows = json.loads(result.read_text())
+    assert set(rows) == {"seg top-k", "seg max", "seg k50", "seg k200", "seg mean", "seg blur 2", "seg blur 4",
+                         "seg flips"}
+    deployed = evaluate_model(model, data)
+    image, pixel, pro, _ = rows["seg top-k"][str(model)]
+    assert (image, pixel, pro) == pytest.approx(
+        (deployed["image_auroc"], deployed["pixel_auroc"], deployed["au_pro"]), abs=1e-4)

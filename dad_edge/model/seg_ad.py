@@ -52,10 +52,19 @@ class SegAD(nn.Module):
         """Training: x (B, C, S, S) in [-1, 1], already at the model's gain -> logits (B, 1, S, S)."""
         return self.segnet(x)
 
+    def segmentation_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Step 1 on x (B, C, S, S) in [-1, 1]: the net's input, the image at the config's gain (DiffusionAD's
+        method of the same name gives cat(x, x0_ng); map tools such as benchmarks/map_rules.py take either)."""
+        return normalise_gain(x, self.cfg.input_gain)
+
+    def segment(self, seg_in: torch.Tensor) -> torch.Tensor:
+        """Step 2: the net + sigmoid -> anomaly map (B, 1, S, S), unsmoothed."""
+        return torch.sigmoid(self.segnet(seg_in.to(self.dtype))).float()
+
     def forward(self, x: torch.Tensor) -> PipelineOutput:
         """x (B, C, S, S) in [-1, 1] -> PipelineOutput(map (B, 1, S, S) in [0, 1], score (B,))."""
-        x = normalise_gain(x, self.cfg.input_gain)
-        maps = torch.sigmoid(self.segnet(x.to(self.dtype))).float()
+        x = self.segmentation_input(x)
+        maps = self.segment(x)
         if self.smoothing is not None:
             maps = blur(maps, self.smoothing)
         score = maps.flatten(1).topk(self.cfg.top_k, dim=1).values.mean(dim=1)
