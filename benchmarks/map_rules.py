@@ -72,16 +72,10 @@ def top_k(maps: np.ndarray, k: int) -> np.ndarray:
 def rules(model, test_frames, val_frames) -> Dict[str, Callable[[], Tuple[np.ndarray, np.ndarray]]]:
     k = model.cfg.top_k
     seg, flipped, seg_in = maps_and_inputs(model, test_frames, FLIPS)
-    val_seg, _, val_in = maps_and_inputs(model, val_frames)
     m = seg[:, 0].numpy()
 
     def blurred(sigma):
         return blur(seg, gaussian_kernel(sigma))[:, 0].numpy()
-
-    def with_term(weight):
-        term = ReconTerm(weight, 2.0, model.cfg.channels)
-        term.calibrate([(val_seg, val_in)])
-        return term(seg, seg_in)[:, 0].numpy()
 
     out = {"seg top-k": lambda: (m, top_k(m, k)), "seg max": lambda: (m, top_k(m, 1)),
            "seg k50": lambda: (m, top_k(m, 50)), "seg k200": lambda: (m, top_k(m, 200)),
@@ -92,6 +86,13 @@ def rules(model, test_frames, val_frames) -> Dict[str, Callable[[], Tuple[np.nda
     out["seg flips"] = lambda: (f, top_k(f, k))
     if model.cfg.method == "seg":  # no x0_ng: no reconstruction-error rule
         return _with_exposure(model, out, seg_in)
+    val_seg, _, val_in = maps_and_inputs(model, val_frames)  # the reconstruction term's statistics
+
+    def with_term(weight):
+        term = ReconTerm(weight, 2.0, model.cfg.channels)
+        term.calibrate([(val_seg, val_in)])
+        return term(seg, seg_in)[:, 0].numpy()
+
     # The standardised error alone (the term before its weight, unclamped).
     alone = ReconTerm(1.0, 2.0, model.cfg.channels)
     _, mean, std = alone.calibrate([(val_seg, val_in)])

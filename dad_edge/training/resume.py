@@ -15,16 +15,15 @@ from typing import Any, Dict
 
 from dad_edge.artifacts.checkpoint import read_metadata
 from dad_edge.artifacts.metadata import model_config
-from dad_edge.training.options import SEG_REFUSED, TrainOptions
+from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import UNUSED_BY_METHOD, Recipe
 
 STATE_FILE = "train_state.safetensors"  # the run folder's resumable state (training/train.py)
 # Recipe fields a resumed run keeps; processes is left out (how many processes run is this start's choice).
 KEPT = tuple(f.name for f in fields(Recipe) if f.name != "processes")
-# Those a recon run keeps: it has no segmentation net, map terms or synthetic anomalies, and refuses their options.
-RECON_KEPT = tuple(name for name in KEPT if name not in UNUSED_BY_METHOD["recon"])
-# Those a seg run keeps: it has no denoiser, and refuses the denoiser's options.
-SEG_KEPT = tuple(name for name in KEPT if name not in SEG_REFUSED)
+# Those each method keeps: not the fields its training does not use (recipe.UNUSED_BY_METHOD), whose options it refuses.
+KEPT_BY_METHOD = {method: tuple(name for name in KEPT if name not in unused)
+                  for method, unused in UNUSED_BY_METHOD.items()}
 
 
 def resumed_options(opts: TrainOptions) -> TrainOptions:
@@ -49,7 +48,7 @@ def resumed_options(opts: TrainOptions) -> TrainOptions:
     gain_unset = opts.input_gain in (None, "auto") and "input_gain" not in opts.model_overrides
     if not gain_unset:  # the user's gain decides the exposure correction too (training/brightness.py)
         recipe.pop("exposure_correction", None)
-    kept = {"diffusionad": KEPT, "recon": RECON_KEPT, "seg": SEG_KEPT}[cfg.method]
+    kept = KEPT_BY_METHOD[cfg.method]
     changes: Dict[str, Any] = {name: recipe[name] for name in kept if name in recipe and getattr(opts, name) is None}
     if cfg.method != "recon" and gain_unset:
         changes["input_gain"] = cfg.input_gain if cfg.input_gain > 0 else "off"
