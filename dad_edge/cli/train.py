@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dad_edge.cli.args import add_training_arguments, channels, positive_int, training_kwargs
+from dad_edge.cli.args import add_training_arguments, channels, finite_float, positive_int, training_kwargs
 from dad_edge.cli.config import add_config_arguments, resolve_config
 from dad_edge.cli.evaluate import print_metrics
 
@@ -48,6 +48,10 @@ def add_train(sub) -> None:
     p.add_argument("--seg-stride", type=int, choices=(1, 2, 4),
                    help="the segmentation net reads its input pooled by this factor (1: full resolution; 2: about "
                         "4x less work in that net, a 2x coarser map; default: the recipe's, 2 on a CPU, 1 on CUDA)")
+    p.add_argument("--full-res-fraction", type=finite_float, metavar="FRACTION",
+                   help="with a segmentation stride > 1: the last FRACTION of the budget trains that net at full "
+                        "resolution, and the model is saved at stride 1 (default: the recipe's, 1/3 for --method seg "
+                        "on a CPU, else 0 = off)")
     p.add_argument("--processes", type=processes_arg,
                    help="CPU training processes, each with one share of every batch: N, or auto (one per core, up "
                         "to 8); default 1 (one process with torch's threads); GPUs: use torchrun")
@@ -74,6 +78,7 @@ def train_options(args):
         overrides.update(method=args.method or "diffusionad", recon=recon or None)
     return TrainOptions(**training_kwargs(args), preset=args.preset, image_size=args.image_size,
                         channels=args.channels, seg_stride=args.seg_stride, processes=args.processes,
+                        full_res_fraction=args.full_res_fraction,
                         model_overrides=overrides)
 
 

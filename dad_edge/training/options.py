@@ -52,6 +52,7 @@ class TrainOptions:
     band_prob: float = 0.0  # share of anomalies that are a large band with a changed finish (data/synthetic.py)
     patch_prob: float = 0.0  # share of anomalies that are another good image's patch, Poisson-blended (data/poisson_patch.py)
     line_prob: Optional[float] = None  # share of anomalies that are thin lines (data/line_anomaly.py); None: the recipe's
+    full_res_fraction: Optional[float] = None  # last share of the budget at seg stride 1 (training/full_resolution.py); None: the recipe's
     augment: str = "none"  # views of the good images that are good parts too: "none" or e.g. "hflip,vflip" (data/augment.py)
     threshold_quantile: float = 0.99
     resume: bool = False
@@ -103,7 +104,7 @@ class TrainOptions:
         """The recon method trains a plain DDPM on the good images: options of the synthetic anomalies and
         of the segmentation net would do nothing, so they are refused rather than ignored."""
         for name, default in (("texture_dir", None), ("foreground", None), ("anomaly_prob", 0.5), ("band_prob", 0.0),
-                              ("patch_prob", 0.0), ("line_prob", None),
+                              ("patch_prob", 0.0), ("line_prob", None), ("full_res_fraction", None),
                               ("lr_seg", None), ("large_target", None), ("seg_stride", None),
                               ("recon_weight", None), ("exposure_correction", None), ("input_gain", None)):
             if getattr(self, name) != default and not (name == "input_gain" and self.input_gain in ("auto", "off")):
@@ -129,7 +130,8 @@ class TrainOptions:
             batch_size=self.batch_size, lr_unet=self.lr_unet, lr_seg=self.lr_seg, lr_schedule=self.lr_schedule,
             warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last,
             large_target=self.large_target, seg_stride=self.seg_stride, processes=self.processes,
-            recon_weight=self.recon_weight, exposure_correction=self.exposure_correction, line_prob=self.line_prob)
+            recon_weight=self.recon_weight, exposure_correction=self.exposure_correction, line_prob=self.line_prob,
+            full_res_fraction=self.full_res_fraction, method=self.model_overrides.get("method") or "diffusionad")
 
     def model_config(self, channels: int, image_size: Optional[int] = None,
                      seg_stride: Optional[int] = None, recon_weight: Optional[float] = None,

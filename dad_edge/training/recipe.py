@@ -66,6 +66,11 @@ class Recipe:
     # LINE_PROB for the compact / tiny presets on a CPU (benchmarks/README.md, session 19); 0 for the paper
     # presets, which keep the paper's anomalies, and on CUDA (not measured there).
     line_prob: float = 0.0
+    # With seg_stride > 1: the last fraction of the budget trains the segmentation net at full resolution
+    # (stride 1; the weights serve both) and the saved model runs at stride 1 (training/full_resolution.py).
+    # FULL_RES_FRACTION for method "seg" with the compact / tiny presets on a CPU (benchmarks/README.md,
+    # session 22); 0 elsewhere (not measured for DiffusionAD, nor on CUDA, where the stride is 1 already).
+    full_res_fraction: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -81,7 +86,8 @@ class Recipe:
 UNUSED_BY_METHOD: Dict[str, Tuple[str, ...]] = {
     "diffusionad": (),
     "seg": ("lr_unet", "large_target", "recon_weight"),
-    "recon": ("lr_seg", "large_target", "seg_stride", "recon_weight", "exposure_correction", "line_prob"),
+    "recon": ("lr_seg", "large_target", "seg_stride", "recon_weight", "exposure_correction", "line_prob",
+              "full_res_fraction"),
 }
 
 
@@ -96,13 +102,17 @@ RECON_WEIGHT = 0.5  # Recipe.recon_weight of the compact / tiny presets
 # session 15). CUDA runs keep 0: not measured there.
 CPU_EMA_DECAY = 0.995
 LINE_PROB = 0.3  # Recipe.line_prob of the compact / tiny presets on a CPU
+# Recipe.full_res_fraction of method "seg" with the compact / tiny presets on a CPU: two thirds of the budget
+# at stride 2 (3.5x the epochs), the last third at full resolution, where thin defects are seen.
+FULL_RES_FRACTION = 1 / 3
 
 SMALL_DATA = 256  # fewer training images than this: batches of 8, for twice the optimizer steps
 
 
 def default_recipe(preset_name: str, preset_size: int, device_type: str,
-                   data_side: Optional[int] = None, num_images: Optional[int] = None) -> Recipe:
-    """The recipe for a preset on a device ("cpu" or "cuda") when no option overrides it.
+                   data_side: Optional[int] = None, num_images: Optional[int] = None,
+                   method: str = "diffusionad") -> Recipe:
+    """The recipe for a preset and method on a device ("cpu" or "cuda") when no option overrides it.
 
     data_side: the typical longer side of the training images; the networks never run larger
     than the images are (upsampling adds cost and no detail), down to 64 pixels.
@@ -118,7 +128,8 @@ def default_recipe(preset_name: str, preset_size: int, device_type: str,
         # 128x128 is what a 2-core CPU trains for enough epochs in half an hour (4x fewer pixels than 256).
         size = min(preset_size, 128)
         return Recipe(size, batch, 1e-3, 1e-3, "constant", 0.02, CPU_EMA_DECAY, True, "clean", CPU_SEG_STRIDE,
-                      recon_weight=RECON_WEIGHT, exposure_correction=True, line_prob=LINE_PROB)
+                      recon_weight=RECON_WEIGHT, exposure_correction=True, line_prob=LINE_PROB,
+                      full_res_fraction=FULL_RES_FRACTION if method == "seg" else 0.0)
     return Recipe(preset_size, batch, 1e-3, 1e-3, "constant", 0.02, 0.0, False, "clean", 1, recon_weight=RECON_WEIGHT,
                   exposure_correction=True)
 
@@ -131,16 +142,20 @@ def resolve_recipe(preset_name: str, preset_size: int, device_type: str, data_si
                    channels_last: Optional[bool] = None, large_target: Optional[str] = None,
                    seg_stride: Optional[int] = None, processes: Optional[Union[int, str]] = None,
                    recon_weight: Optional[float] = None, exposure_correction: Optional[bool] = None,
-                   line_prob: Optional[float] = None) -> Recipe:
+                   line_prob: Optional[float] = None, full_res_fraction: Optional[float] = None,
+                   method: str = "diffusionad") -> Recipe:
     """The default recipe with every option the user set (not None) taking its place, validated."""
-    base = default_recipe(preset_name, preset_size, device_type, data_side, num_images)
+    base = default_recipe(preset_name, preset_size, device_type, data_side, num_images, method)
     given = dict(image_size=image_size, batch_size=batch_size, lr_unet=lr_unet, lr_seg=lr_seg,
                  lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, ema_decay=ema_decay,
                  channels_last=channels_last, large_target=large_target, seg_stride=seg_stride,
-                 recon_weight=recon_weight, exposure_correction=exposure_correction, line_prob=line_prob)
+                 recon_weight=recon_weight, exposure_correction=exposure_correction, line_prob=line_prob,
+                 full_res_fraction=full_res_fraction)
     recipe = Recipe(**{k: (getattr(base, k) if v is None else v) for k, v in given.items()})
     if seg_stride is None and not seg_stride_fits(preset_name, recipe.image_size, recipe.seg_stride):
         recipe = replace(recipe, seg_stride=1)  # e.g. 96 px: the pooled input would not halve 5 times
+    if recipe.seg_stride == 1 and full_res_fraction is None:
+        recipe = replace(recipe, full_res_fraction=0.0)  # at full resolution throughout: nothing to switch
     # After the batch size is known: the processes divide it.
     recipe = replace(recipe, processes=resolve_processes(processes, recipe.batch_size, device_type))
     validate_recipe(recipe)
@@ -174,6 +189,11 @@ def validate_recipe(r: Recipe) -> None:
         (0 <= r.recon_weight < float("inf"), f"recon_weight={r.recon_weight} must be a number >= 0 (0 = off)"),
         (isinstance(r.exposure_correction, bool), f"exposure_correction={r.exposure_correction!r} must be true or false"),
         (0 <= r.line_prob <= 1, f"line_prob={r.line_prob} must be in [0, 1]"),
+        (0 <= r.full_res_fraction < 1, f"full_res_fraction={r.full_res_fraction} must be in [0, 1): the share of the "
+                                       "budget at full resolution after the pooled net (0 = off)"),
+        (r.full_res_fraction == 0 or r.seg_stride > 1,
+         f"full_res_fraction={r.full_res_fraction} switches a pooled segmentation net to full resolution, but this "
+         f"run's seg_stride is {r.seg_stride} (full resolution throughout): leave it out, or set --seg-stride 2"),
     ]
     for ok, message in checks:
         if not ok:

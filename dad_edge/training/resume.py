@@ -43,8 +43,10 @@ def resumed_options(opts: TrainOptions) -> TrainOptions:
     cfg = model_config(meta)
     if cfg.method in ("diffusionad", "seg"):
         recipe.setdefault("line_prob", 0.0)  # a run started before line anomalies joined the recipe drew none
-        recipe.update(image_size=cfg.image_size, recon_weight=cfg.recon_weight,
-                      exposure_correction=cfg.exposure_correction, seg_stride=cfg.seg.stride)
+        recipe.setdefault("full_res_fraction", 0.0)  # nor a switch to full resolution (training/full_resolution.py)
+        recipe.update(image_size=cfg.image_size, recon_weight=cfg.recon_weight, exposure_correction=cfg.exposure_correction)
+        if not recipe["full_res_fraction"] > 0:  # else a state written after the switch records stride 1, not the recipe's
+            recipe["seg_stride"] = cfg.seg.stride
     gain_unset = opts.input_gain in (None, "auto") and "input_gain" not in opts.model_overrides
     if not gain_unset:  # the user's gain decides the exposure correction too (training/brightness.py)
         recipe.pop("exposure_correction", None)

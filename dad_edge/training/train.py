@@ -27,7 +27,6 @@ from dad_edge.artifacts.atomic import remove_stale_temps
 from dad_edge.data.augment import parse_augment
 from dad_edge.data.imageio import read_image
 from dad_edge.runtime.detector import Detector
-from dad_edge.training.thresholds import detector_thresholds
 from dad_edge.model.config import ModelConfig
 from dad_edge.data.layouts import open_category
 from dad_edge.data.mvtec import detect_channels, load_images
@@ -36,7 +35,7 @@ from dad_edge.model.input_gain import apply_gain, image_gain
 from dad_edge.model.losses import clean_noise_target, diffusion_ad_loss, segmentation_loss
 from dad_edge.artifacts.metadata import build_metadata
 from dad_edge.model.build import build_model
-from dad_edge.training import distributed, precision, processes  # [#16 distributed]: DDP, no-op in 1 process
+from dad_edge.training import distributed, full_resolution, precision, processes  # [#16]: DDP, no-op in 1 process
 from dad_edge.training.batches import SyntheticBatches, TrainingBatch, resolve_workers
 from dad_edge.training.ema import WeightAverage
 from dad_edge.training.resume import STATE_FILE, resumed_options
@@ -45,6 +44,7 @@ from dad_edge.training.map_statistics import calibrate_exposure_term, calibrate_
 from dad_edge.training.options import TrainOptions
 from dad_edge.training.recipe import lr_factor, optimizer_groups
 from dad_edge.training.synthesis import synthesizer
+from dad_edge.training.thresholds import detector_thresholds
 
 # Training timestep ranges of the paper: t_s ~ U[0, 300), t_l ~ U[300, T).
 T_SMALL_RANGE = (0, 300)
@@ -56,9 +56,7 @@ def typical_side(samples, max_check: int = 16) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
 class Trainer:
@@ -174,7 +172,8 @@ class Trainer:
             done = max(done, elapsed / (self.opts.minutes * 60.0))
         return done
 
-    def _set_lr(self, elapsed: float) -> None:
+    def _follow_schedule(self, elapsed: float) -> None:  # the rates and the segmentation net's resolution
+        full_resolution.follow(self, self.progress(elapsed))
         f = lr_factor(self.progress(elapsed), self.recipe.lr_schedule, self.recipe.warmup_fraction)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * f
@@ -218,7 +217,7 @@ class Trainer:
             bar = tqdm(total=len(self.train), desc=f"epoch {self.epoch + 1}", leave=False, dynamic_ncols=True,
                        disable=not (opts.progress and sys.stderr.isatty()))
             for batch in self.train.epoch(self.epoch):
-                self._set_lr(self.elapsed + time.time() - start)
+                self._follow_schedule(self.elapsed + time.time() - start)
                 terms = self._loss(batch, gen)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(terms.total).backward()
@@ -347,6 +346,7 @@ class Trainer:
             raise CheckpointError(f"--resume: no {path}; start without --resume, or point --out at the run folder")
         tensors, meta = ckpt.read_tensors(path)
         stored = ModelConfig.from_dict(meta["model"])
+        full_resolution.match_stored(self, stored)
         if stored != self.cfg:
             old, new = stored.to_dict(), self.cfg.to_dict()
             diff = ", ".join(k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))  # off fields are left out
