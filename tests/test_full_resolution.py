@@ -44,15 +44,19 @@ def test_the_switch_happens_once_at_its_point_of_the_budget():
     assert trainer.cfg.seg.stride == model.segnet.stride == 2 and trainer.best_val == 0.5
     full_resolution.follow(trainer, 0.75)
     assert trainer.cfg.seg.stride == model.cfg.seg.stride == model.segnet.stride == 1
+    assert trainer.cfg.seg.map_strides == model.segnet.map_strides == (1, 2)  # the map: both resolutions' mean
     assert trainer.best_val == math.inf  # selection restarts among the full-resolution epochs
     trainer.best_val = 0.3
     full_resolution.follow(trainer, 1.0)  # the last step: no second switch, no second restart
     assert trainer.best_val == 0.3
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    with torch.no_grad():  # the same weights now map at full resolution: not the pooled net's map
-        pooled = build_model(cfg).eval()
+    with torch.no_grad():  # the same weights now map at both resolutions: the mean of the two nets' maps
+        pooled, full = build_model(cfg).eval(), build_model(preset("tiny", method="seg")).eval()
         pooled.load_state_dict(model.state_dict())
-        assert not torch.allclose(model.eval()(x).anomaly_map, pooled(x).anomaly_map, atol=1e-4)
+        full.load_state_dict(model.state_dict())
+        both = model.eval()(x).anomaly_map
+        assert torch.allclose(both, (pooled(x).anomaly_map + full(x).anomaly_map) / 2, atol=1e-6)
+        assert not torch.allclose(both, pooled(x).anomaly_map, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,7 @@ def seg_options(data, out, **changes):
 def test_a_seg_run_switches_and_saves_a_full_resolution_model_selected_after_the_switch(data, tmp_path):
     path = train(seg_options(data, tmp_path, epochs=6, full_res_fraction=0.5))
     model, meta = load_model(path)
-    assert model.cfg.seg.stride == model.segnet.stride == 1
+    assert model.cfg.seg.stride == model.segnet.stride == 1 and model.cfg.seg.map_strides == (1, 2)
     training = meta["training"]
     assert training["recipe"]["seg_stride"] == 2 and training["recipe"]["full_res_fraction"] == 0.5
     # Progress 0.5 is reached at epoch 4's first step (steps are counted before each), so epochs 4-6 ran at stride 1.
@@ -108,3 +112,34 @@ def test_cli_flag_and_its_refusals(data, tmp_path, capsys):
              "--method", "recon", "--out", str(tmp_path / "c"), "--full-res-fraction", "0.3"]
     assert main(recon) == 2
     assert "does not apply to --method recon" in capsys.readouterr().err
+
+
+def test_map_strides_checks_round_trip_and_onnx_export(tmp_path):
+    import dataclasses
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from dad_edge.artifacts import metadata as md
+    from dad_edge.data.preprocess import OFFSET, SCALE
+    from dad_edge.export.onnx_export import export_onnx
+    from dad_edge.model.config import ModelConfig
+    from deploy_support import random_model
+
+    base = preset("tiny", method="seg")
+    for bad in ((2,), (1, 1), (1, 3)):
+        with pytest.raises(ConfigError, match="map_strides"):
+            base.replace(seg=dataclasses.replace(base.seg, map_strides=bad))
+    cfg = full_resolution.at_full_resolution(preset("tiny", method="seg", seg_stride=2))
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["seg"]["map_strides"]  # files written before the field: the map at seg.stride alone
+    assert ModelConfig.from_dict(old).seg.map_strides == ()
+    model = random_model(cfg, seed=3)
+    export_onnx(model, tmp_path / "m.onnx", meta=md.build_metadata(cfg))
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(pixels * SCALE + OFFSET))
+    amap, score = ort.InferenceSession(str(tmp_path / "m.onnx")).run(["anomaly_map", "score"], {"image": pixels})
+    assert np.abs(amap - ref.anomaly_map.numpy()).max() <= 1e-4
+    assert np.abs(score - ref.score.numpy()).max() <= 1e-4

@@ -47,6 +47,11 @@ class SegConfig:
     # less work in a net whose full-resolution layers cost as much as both U-Net passes on a CPU
     # (benchmarks/profile_train_step.py); the map is coarser by the same factor.
     stride: int = 1
+    # The deployed map: the mean of the net's probability maps at each of these strides, the same weights
+    # reading the input pooled by each; () = at `stride` alone. A net trained pooled and then at full
+    # resolution (training/full_resolution.py) keeps (1, 2): the full-resolution map outlines thin defects,
+    # the pooled one sees large regions, and their mean did better than either (benchmarks/README.md, session 22).
+    map_strides: Tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,10 +142,15 @@ class ModelConfig:
         unit, name = self.backbone_size_unit()
         checks = [
             (s.stride in SEG_STRIDES, f"seg.stride={s.stride} must be one of {SEG_STRIDES}"),
+            (s.map_strides == () or (len(set(s.map_strides)) == len(s.map_strides) >= 2
+                                     and all(m in SEG_STRIDES for m in s.map_strides)),
+             f"seg.map_strides={s.map_strides} must be () (the map at seg.stride) or two or more different strides "
+             f"of {SEG_STRIDES}"),
             (32 <= self.image_size <= MAX_SIZE and self.image_size % unit == 0
-             and self.image_size % (s.stride * 2 ** (len(s.widths) - 1)) == 0,
+             and self.image_size % (max((s.stride,) + s.map_strides) * 2 ** (len(s.widths) - 1)) == 0,
              f"image_size={self.image_size} must be in [32, {MAX_SIZE}] and divisible by {name} ({unit}) and by "
-             f"the segmentation net's stride x 2**(levels-1) ({s.stride * 2 ** (len(s.widths) - 1)})"),
+             f"the segmentation net's stride x 2**(levels-1) "
+             f"({max((s.stride,) + s.map_strides) * 2 ** (len(s.widths) - 1)})"),
             (self.channels in (1, 3), f"channels={self.channels} must be 1 (gray) or 3 (RGB)"),
             (len(s.widths) >= 2 and all(w > 0 for w in s.widths), f"seg.widths={s.widths} needs >= 2 positive widths"),
             (2 <= self.num_timesteps <= MAX_TIMESTEPS, f"num_timesteps={self.num_timesteps} must be in [2, {MAX_TIMESTEPS}]"),

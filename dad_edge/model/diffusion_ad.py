@@ -272,7 +272,7 @@ class DiffusionAD(nn.Module):
 
     def segment(self, seg_in: torch.Tensor) -> torch.Tensor:
         """The segmentation net on cat(x, x0_ng) + sigmoid -> anomaly map (B, 1, S, S), unsmoothed."""
-        return torch.sigmoid(self.segnet(seg_in if seg_in.dtype == self.dtype else seg_in.to(self.dtype)))
+        return self.segnet.probabilities(seg_in if seg_in.dtype == self.dtype else seg_in.to(self.dtype))
 
     def score(self, maps: torch.Tensor, pixel_threshold: Optional[float] = None) -> ScoredMaps:
         """Smoothing (cfg.smoothing_sigma) and the mean of the cfg.top_k largest values -> ScoredMaps;

@@ -7,7 +7,7 @@ alone" made a method of its own: on a CPU budget it trains about 7x the epochs o
 pipeline in the same time (benchmarks/README.md, session 20). At inference:
 
     1. x scaled to the config's mean brightness (cfg.input_gain, model/input_gain.py), as DiffusionAD
-    2. map = sigmoid(segnet(x)) (B, 1, S, S)
+    2. map = sigmoid(segnet(x)) (B, 1, S, S), averaged over the config's seg.map_strides when it has them
     3. the map smoothed (cfg.smoothing_sigma), image score = mean of its top_k values, less the
        exposure correction when the config has one (model/exposure_term.py) -- DiffusionAD's score
 
@@ -59,7 +59,7 @@ class SegAD(nn.Module):
 
     def segment(self, seg_in: torch.Tensor) -> torch.Tensor:
         """Step 2: the net + sigmoid -> anomaly map (B, 1, S, S), unsmoothed."""
-        return torch.sigmoid(self.segnet(seg_in.to(self.dtype))).float()
+        return self.segnet.probabilities(seg_in.to(self.dtype)).float()
 
     def forward(self, x: torch.Tensor) -> PipelineOutput:
         """x (B, C, S, S) in [-1, 1] -> PipelineOutput(map (B, 1, S, S) in [0, 1], score (B,))."""

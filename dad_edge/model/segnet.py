@@ -5,9 +5,12 @@ per-pixel anomaly logits (N, 1, H, W).
 Encoder: [conv3x3-BN-ReLU] x 2 per width with a max-pool between; decoder: bilinear
 up-sampling + conv-BN-ReLU, concatenation with the encoder skip, [conv-BN-ReLU] x 2.
 With SegConfig.stride s > 1 the net reads its input average-pooled by s and its logits are
-up-sampled back to the input's size (bilinear, half-pixel centres).
+up-sampled back to the input's size (bilinear, half-pixel centres). `probabilities` is the deployed map:
+sigmoid of the logits, averaged over SegConfig.map_strides when the config has them.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -56,11 +59,20 @@ class SegNet(nn.Module):
             cin = cout
         self.head = nn.Conv2d(widths[0], 1, 3, padding=1)
         self.stride = cfg.stride
+        self.map_strides = tuple(cfg.map_strides)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The anomaly map (N, 1, H, W) in [0, 1]: sigmoid of the logits, or their mean over map_strides."""
+        if not self.map_strides:
+            return torch.sigmoid(self(x))
+        return torch.stack([torch.sigmoid(self(x, s)) for s in self.map_strides]).mean(dim=0)
+
+    def forward(self, x: torch.Tensor, stride: Optional[int] = None) -> torch.Tensor:
+        """Logits (N, 1, H, W), the net reading x pooled by `stride` (default: the config's)."""
+        stride = self.stride if stride is None else stride
+        if stride > 1:
             size = x.shape[-2:]
-            x = F.avg_pool2d(x, self.stride)
+            x = F.avg_pool2d(x, stride)
             return F.interpolate(self._logits(x), size=size, mode="bilinear", align_corners=False)
         return self._logits(x)
 

@@ -255,7 +255,7 @@ class Distiller(Trainer):
         l_seg_distill = x.new_zeros(())
         if self.dopts.segmentation == "distill":
             with torch.no_grad(), self._teacher_autocast():
-                t_map = torch.sigmoid(self.teacher.segnet(torch.cat([xt, tx0_eval.to(xt.dtype)], dim=1)).float())
+                t_map = self.teacher.segnet.probabilities(torch.cat([xt, tx0_eval.to(xt.dtype)], dim=1)).float()
             target = resize(t_map, self.cfg.image_size).clamp(0, 1)
             l_seg_distill = F.binary_cross_entropy_with_logits(logits.float(), target)
         return l_focal, l_smooth, l_seg_distill
