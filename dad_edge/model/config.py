@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from dad_edge.errors import ConfigError
 from dad_edge.model.backbone_checks import dit_checks, unet_checks
+from dad_edge.model.seg_config import SEG_STRIDES, SegConfig, seg_checks
 
 # Bounds on what a model file may ask for: the fixed noise and the schedule are allocated from them at load,
 # so a damaged or crafted file must not get terabytes (the paper runs at 256 px and 1,000 steps).
@@ -32,26 +33,6 @@ class UNetConfig:
     time_embed_dim: int = 512  # width of the MLP that embeds the sinusoidal timestep
     groups: int = 32  # GroupNorm groups (must divide every width)
     dropout: float = 0.0
-
-
-SEG_STRIDES = (1, 2, 4)
-
-
-@dataclass(frozen=True)
-class SegConfig:
-    """The DRAEM-style segmentation U-Net that reads cat(x, x0_ng)."""
-
-    widths: Tuple[int, ...] = (64, 128, 256, 512, 512, 512)  # encoder widths, one max-pool between
-    # 1: the net reads cat(x, x0_ng) at full resolution (the paper). 2 or 4: it reads that input
-    # average-pooled by this factor and its logits are up-sampled back (bilinear), for 4x or 16x
-    # less work in a net whose full-resolution layers cost as much as both U-Net passes on a CPU
-    # (benchmarks/profile_train_step.py); the map is coarser by the same factor.
-    stride: int = 1
-    # The deployed map: the mean of the net's probability maps at each of these strides, the same weights
-    # reading the input pooled by each; () = at `stride` alone. A net trained pooled and then at full
-    # resolution (training/full_resolution.py) keeps (1, 2): the full-resolution map outlines thin defects,
-    # the pooled one sees large regions, and their mean did better than either (benchmarks/README.md, session 22).
-    map_strides: Tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,18 +122,13 @@ class ModelConfig:
         s = self.seg or SegConfig(widths=(1, 1))  # a recon model: no segmentation net, so no constraint
         unit, name = self.backbone_size_unit()
         checks = [
-            (s.stride in SEG_STRIDES, f"seg.stride={s.stride} must be one of {SEG_STRIDES}"),
-            (s.map_strides == () or (len(set(s.map_strides)) == len(s.map_strides) >= 2
-                                     and all(m in SEG_STRIDES for m in s.map_strides)),
-             f"seg.map_strides={s.map_strides} must be () (the map at seg.stride) or two or more different strides "
-             f"of {SEG_STRIDES}"),
+            *seg_checks(s),
             (32 <= self.image_size <= MAX_SIZE and self.image_size % unit == 0
              and self.image_size % (max((s.stride,) + s.map_strides) * 2 ** (len(s.widths) - 1)) == 0,
              f"image_size={self.image_size} must be in [32, {MAX_SIZE}] and divisible by {name} ({unit}) and by "
              f"the segmentation net's stride x 2**(levels-1) "
              f"({max((s.stride,) + s.map_strides) * 2 ** (len(s.widths) - 1)})"),
             (self.channels in (1, 3), f"channels={self.channels} must be 1 (gray) or 3 (RGB)"),
-            (len(s.widths) >= 2 and all(w > 0 for w in s.widths), f"seg.widths={s.widths} needs >= 2 positive widths"),
             (2 <= self.num_timesteps <= MAX_TIMESTEPS, f"num_timesteps={self.num_timesteps} must be in [2, {MAX_TIMESTEPS}]"),
             (0 < self.beta_start < self.beta_end < 1, f"beta_start={self.beta_start}, beta_end={self.beta_end} need 0 < start < end < 1"),
             (0 <= self.t_small < self.t_large < self.num_timesteps,
