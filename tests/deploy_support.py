@@ -30,6 +30,25 @@ def random_model(cfg: ModelConfig, seed: int = 0, std: float = 0.1):
     return model
 
 
+def assert_onnx_matches_torch(model, onnx_dir: Path, atol: float = 1e-4) -> None:
+    """Export `model` to ONNX in onnx_dir and check that onnxruntime's map and score match torch's on random pixels."""
+    import onnxruntime as ort
+    import torch
+
+    from dad_edge.data.preprocess import OFFSET, SCALE
+    from dad_edge.export.onnx_export import export_onnx
+
+    cfg = model.cfg
+    export_onnx(model, onnx_dir / "m.onnx", meta=md.build_metadata(cfg))
+    shape = (2, cfg.channels, cfg.image_size, cfg.image_size)
+    pixels = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(pixels * SCALE + OFFSET))
+    amap, score = ort.InferenceSession(str(onnx_dir / "m.onnx")).run(["anomaly_map", "score"], {"image": pixels})
+    assert np.abs(amap - ref.anomaly_map.numpy()).max() <= atol
+    assert np.abs(score - ref.score.numpy()).max() <= atol
+
+
 def write_checkpoint(path: Path, cfg: ModelConfig, seed: int = 0, std: float = 0.1,
                      thresholds: md.Thresholds = md.Thresholds()) -> Path:
     from dad_edge.artifacts.checkpoint import save_model

@@ -117,14 +117,8 @@ def test_cli_flag_and_its_refusals(data, tmp_path, capsys):
 def test_map_strides_checks_round_trip_and_onnx_export(tmp_path):
     import dataclasses
 
-    import numpy as np
-    import onnxruntime as ort
-
-    from dad_edge.artifacts import metadata as md
-    from dad_edge.data.preprocess import OFFSET, SCALE
-    from dad_edge.export.onnx_export import export_onnx
     from dad_edge.model.config import ModelConfig
-    from deploy_support import random_model
+    from deploy_support import assert_onnx_matches_torch, random_model
 
     base = preset("tiny", method="seg")
     for bad in ((2,), (1, 1), (1, 3)):
@@ -135,11 +129,4 @@ def test_map_strides_checks_round_trip_and_onnx_export(tmp_path):
     old = cfg.to_dict()
     del old["seg"]["map_strides"]  # files written before the field: the map at seg.stride alone
     assert ModelConfig.from_dict(old).seg.map_strides == ()
-    model = random_model(cfg, seed=3)
-    export_onnx(model, tmp_path / "m.onnx", meta=md.build_metadata(cfg))
-    pixels = np.random.default_rng(0).uniform(0, 255, (2, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(pixels * SCALE + OFFSET))
-    amap, score = ort.InferenceSession(str(tmp_path / "m.onnx")).run(["anomaly_map", "score"], {"image": pixels})
-    assert np.abs(amap - ref.anomaly_map.numpy()).max() <= 1e-4
-    assert np.abs(score - ref.score.numpy()).max() <= 1e-4
+    assert_onnx_matches_torch(random_model(cfg, seed=3), tmp_path)  # two passes of the net in one graph

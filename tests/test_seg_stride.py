@@ -2,21 +2,16 @@
 per halving, carried through the checkpoint, ONNX export and the train CLI."""
 import dataclasses
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dad_edge.artifacts import metadata as md
-from dad_edge.data.preprocess import OFFSET, SCALE
 from dad_edge.errors import ConfigError
-from dad_edge.export.onnx_export import export_onnx
 from dad_edge.model.config import ModelConfig, preset
 from dad_edge.model.info import model_info
 from dad_edge.model.segnet import SegNet
 from dad_edge.training.recipe import CPU_SEG_STRIDE, default_recipe, resolve_recipe
-from deploy_support import random_model
+from deploy_support import assert_onnx_matches_torch, random_model
 
 
 def test_stride_pools_the_input_and_upsamples_the_logits():
@@ -58,15 +53,7 @@ def test_config_checks_and_round_trip():
 
 
 def test_onnx_export_matches_torch(tmp_path):
-    cfg = preset("tiny", seg_stride=2)
-    model = random_model(cfg, seed=5)
-    export_onnx(model, tmp_path / "m.onnx", meta=md.build_metadata(cfg))
-    pixels = np.random.default_rng(0).uniform(0, 255, (2, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(pixels * SCALE + OFFSET))
-    amap, score = ort.InferenceSession(str(tmp_path / "m.onnx")).run(["anomaly_map", "score"], {"image": pixels})
-    assert np.abs(amap - ref.anomaly_map.numpy()).max() <= 1e-4
-    assert np.abs(score - ref.score.numpy()).max() <= 1e-4
+    assert_onnx_matches_torch(random_model(preset("tiny", seg_stride=2), seed=5), tmp_path)
 
 
 @pytest.mark.parametrize("flag,expected", [(None, CPU_SEG_STRIDE), ("1", 1), ("4", 4)])
