@@ -51,7 +51,10 @@ LAYER_OPS = ("Conv", "MatMul")  # the networks' layers: where the float pre- and
 QUANTISED_OPS = ("Conv",)  # what is quantised among them (module doc, point 3)
 SHAPE_OPS = ("Shape", "Size")  # they read a tensor's shape, not its values: no data flows through them
 CALIBRATION_BATCH = 8  # images per calibration run: ranges are the same, fewer session calls
-MAX_HELD_BATCHES = 4  # CalibMaxIntermediateOutputs: merge ranges every few batches (bounded memory)
+# No CalibMaxIntermediateOutputs: onnxruntime's MinMax calibrator (1.32 here) drops the held batches when it reaches
+# that count without merging their ranges (onnxruntime issue 18893), so ranges came from the last few batches only,
+# and a count of batches divisible by it failed with "No data is collected". What it holds per batch is the min and
+# max of each tensor (the ReduceMin / ReduceMax outputs it adds), a few numbers: all batches fit in memory.
 
 
 def calibration_files(folder: Union[str, Path], max_images: int) -> List[Path]:
@@ -201,7 +204,6 @@ def quantize_onnx(onnx_path: Union[str, Path], out: Union[str, Path], calib: Uni
             str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_quantize=layers, op_types_to_quantize=list(QUANTISED_OPS),
-            extra_options={"CalibMaxIntermediateOutputs": MAX_HELD_BATCHES},
         )
         proto = onnx.load(str(quantized))
     export = {**meta["export"], "precision": "int8", "int8": True, "calibration_images": reader.used}

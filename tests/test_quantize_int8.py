@@ -12,7 +12,7 @@ from dad_edge.data.imageio import read_image
 from dad_edge.errors import ConfigError, DataError
 from dad_edge.export.metadata_io import read_metadata
 from dad_edge.export.onnx_export import export_onnx
-from dad_edge.export.quantize import quantize_onnx
+from dad_edge.export.quantize import CALIBRATION_BATCH, quantize_onnx
 from dad_edge.model.config import preset
 from deploy_support import sample_images, write_category, write_checkpoint
 
@@ -102,6 +102,14 @@ def test_loads_in_the_detector_and_follows_fp32(files):
     assert np.corrcoef(scores, ref_scores)[0, 1] > 0.95
     assert np.corrcoef(maps.ravel(), ref_maps.ravel())[0, 1] > 0.95
     assert np.abs(maps - ref_maps).max() < 0.05
+
+
+def test_every_calibration_batch_counts(files, tmp_path):
+    # 32 images: four batches of CALIBRATION_BATCH. With onnxruntime's CalibMaxIntermediateOutputs at 4, the
+    # calibrator dropped every four batches unmerged and failed here with "No data is collected".
+    category = write_category(tmp_path / "cat", n_train=32)
+    meta = quantize_onnx(files["fp32"], tmp_path / "m.int8.onnx", category, max_images=32)
+    assert meta["quantization"]["calibration_images"] == 32 == 4 * CALIBRATION_BATCH
 
 
 def test_bad_calibration_folder(files, tmp_path):
