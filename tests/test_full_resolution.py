@@ -1,9 +1,9 @@
 """The pooled segmentation net's last share of training at full resolution (Recipe.full_res_fraction,
 training/full_resolution.py): the recipe's default and checks, the switch in a run, the saved model at
 stride 1 selected after the switch, resuming across it, and the CLI flag."""
-from types import SimpleNamespace
-
+import dataclasses
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,10 +15,11 @@ from dad_edge.data.demo import build_demo_dataset
 from dad_edge.data.imageio import read_image
 from dad_edge.errors import ConfigError
 from dad_edge.model.build import build_model
-from dad_edge.model.config import preset
+from dad_edge.model.config import ModelConfig, preset
 from dad_edge.training import full_resolution
 from dad_edge.training.recipe import FULL_RES_FRACTION, default_recipe, resolve_recipe
 from dad_edge.training.train import TrainOptions, train
+from deploy_support import assert_onnx_matches_torch, random_model
 
 
 def test_recipe_default_by_method_and_device_and_checks():
@@ -115,11 +116,6 @@ def test_cli_flag_and_its_refusals(data, tmp_path, capsys):
 
 
 def test_map_strides_checks_round_trip_and_onnx_export(tmp_path):
-    import dataclasses
-
-    from dad_edge.model.config import ModelConfig
-    from deploy_support import assert_onnx_matches_torch, random_model
-
     base = preset("tiny", method="seg")
     for bad in ((2,), (1, 1), (1, 3)):
         with pytest.raises(ConfigError, match="map_strides"):

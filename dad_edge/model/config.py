@@ -121,13 +121,13 @@ class ModelConfig:
             self._validate_backbone()
         s = self.seg or SegConfig(widths=(1, 1))  # a recon model: no segmentation net, so no constraint
         unit, name = self.backbone_size_unit()
+        seg_unit = max((s.stride,) + s.map_strides) * 2 ** (len(s.widths) - 1)  # the input at the largest stride halves levels-1 times
         checks = [
             *seg_checks(s),
             (32 <= self.image_size <= MAX_SIZE and self.image_size % unit == 0
-             and self.image_size % (max((s.stride,) + s.map_strides) * 2 ** (len(s.widths) - 1)) == 0,
+             and self.image_size % seg_unit == 0,
              f"image_size={self.image_size} must be in [32, {MAX_SIZE}] and divisible by {name} ({unit}) and by "
-             f"the segmentation net's stride x 2**(levels-1) "
-             f"({max((s.stride,) + s.map_strides) * 2 ** (len(s.widths) - 1)})"),
+             f"the segmentation net's stride x 2**(levels-1) ({seg_unit})"),
             (self.channels in (1, 3), f"channels={self.channels} must be 1 (gray) or 3 (RGB)"),
             (2 <= self.num_timesteps <= MAX_TIMESTEPS, f"num_timesteps={self.num_timesteps} must be in [2, {MAX_TIMESTEPS}]"),
             (0 < self.beta_start < self.beta_end < 1, f"beta_start={self.beta_start}, beta_end={self.beta_end} need 0 < start < end < 1"),

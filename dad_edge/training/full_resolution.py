@@ -49,7 +49,7 @@ def switch(trainer) -> None:
 
 
 def match_stored(trainer, stored: ModelConfig) -> None:
-    """Resume: a state written after the switch holds the stride-1 config; the rebuilt trainer switches too."""
-    if (stored.seg is not None and trainer.cfg.seg is not None and stored.seg.stride == 1 < trainer.cfg.seg.stride
-            and pooled_until(trainer.cfg, trainer.recipe.full_res_fraction) < 1.0):
+    """Resume: a state written after the switch holds the switched config; the rebuilt trainer switches too."""
+    if (pooled_until(trainer.cfg, trainer.recipe.full_res_fraction) < 1.0
+            and stored == at_full_resolution(trainer.cfg)):
         switch(trainer)

@@ -173,8 +173,8 @@ class Trainer:
         return done
 
     def _follow_schedule(self, elapsed: float) -> None:  # the rates and the segmentation net's resolution
-        full_resolution.follow(self, self.progress(elapsed))
-        f = lr_factor(self.progress(elapsed), self.recipe.lr_schedule, self.recipe.warmup_fraction)
+        full_resolution.follow(self, progress := self.progress(elapsed))
+        f = lr_factor(progress, self.recipe.lr_schedule, self.recipe.warmup_fraction)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * f
 
