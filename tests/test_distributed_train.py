@@ -108,3 +108,27 @@ def test_two_gloo_processes_distil_a_student(data, tmp_path):
     _, meta = read_tensors(out / "model.safetensors")
     assert meta["training"]["epochs"] == 1 and meta["distillation"]["teacher"]["config_hash"]
     assert meta["training"]["steps"] == 2  # each rank took its share of the 4 global batches
+
+
+RANK_VALUES = """
+import torch
+from dad_edge.training import distributed
+ranks = distributed.setup(torch.device("cpu"))
+own = 0.25 + ranks.rank  # each rank's own clock reads differently
+print(f"rank {ranks.rank}: from_writer {ranks.from_writer(own)!r} agree {ranks.agree(ranks.rank == 1)!r}", flush=True)
+ranks.close(synchronize=True)
+"""
+
+
+def test_every_rank_follows_rank_0s_progress(tmp_path):
+    # The schedule (rates, the full-resolution switch) reads its progress through Ranks.from_writer: one
+    # value on every rank, rank 0's, whatever each rank's clock says; agree() is true on all if on any.
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_VALUES)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = sorted(line for line in r.stdout.splitlines() if line.startswith("rank "))
+    assert lines == ["rank 0: from_writer 0.25 agree True", "rank 1: from_writer 0.25 agree True"]
+    assert Ranks().from_writer(0.7) == 0.7  # one process: its own value, no collective

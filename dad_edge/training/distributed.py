@@ -14,7 +14,8 @@ no-op and training runs exactly as before. What changes with N processes:
 - gradients: the model's training calls go through DistributedDataParallel (StepModule), which
   averages the gradients over the ranks during backward; rank 0's initial weights are broadcast;
 - stopping: a minutes budget is agreed on by all ranks each step (one all-reduce of a flag), so no
-  rank waits forever for one that stopped;
+  rank waits forever for one that stopped; the schedule (rates, the full-resolution switch) follows
+  rank 0's progress (one broadcast a step), so every rank takes the same rate and stride at each step;
 - files: rank 0 alone validates, selects and writes model.safetensors / train_state.safetensors
   (atomically, as single-process training does); `--resume` is read by every rank from the same file.
 """
@@ -59,6 +60,18 @@ class Ranks:
         t = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
+
+    def from_writer(self, value: float) -> float:
+        """Rank 0's `value` on every rank. The schedule's progress on a minutes budget is read from each
+        rank's clock, which differ by the ms a step's collectives leave between them: at the full-resolution
+        switch (training/full_resolution.py) one rank could run a step at the other stride, and the learning
+        rates (warm-up, cosine) differ a little, so DDP's equal averaged gradients would move the ranks'
+        weights apart. Every rank follows rank 0's clock, as they stop on it (agree)."""
+        if not self.active:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(t, src=0)
+        return float(t.item())
 
     def close(self, synchronize: bool = False) -> None:
         """Leave the job. synchronize (after a run that ended well): wait for every rank first. A rank

@@ -173,7 +173,7 @@ class Trainer:
         return done
 
     def _follow_schedule(self, elapsed: float) -> None:  # the rates and the segmentation net's resolution
-        full_resolution.follow(self, progress := self.progress(elapsed))
+        full_resolution.follow(self, progress := self.ranks.from_writer(self.progress(elapsed)))  # [#16]
         f = lr_factor(progress, self.recipe.lr_schedule, self.recipe.warmup_fraction)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * f
