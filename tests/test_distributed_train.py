@@ -111,11 +111,14 @@ def test_two_gloo_processes_distil_a_student(data, tmp_path):
 
 
 RANK_VALUES = """
+import sys
+from pathlib import Path
 import torch
 from dad_edge.training import distributed
 ranks = distributed.setup(torch.device("cpu"))
 own = 0.25 + ranks.rank  # each rank's own clock reads differently
-print(f"rank {ranks.rank}: from_writer {ranks.from_writer(own)!r} agree {ranks.agree(ranks.rank == 1)!r}", flush=True)
+line = f"from_writer {ranks.from_writer(own)!r} agree {ranks.agree(ranks.rank == 1)!r}"
+(Path(sys.argv[1]) / f"rank{ranks.rank}.txt").write_text(line)  # a file each: the ranks' stdout lines interleave
 ranks.close(synchronize=True)
 """
 
@@ -127,8 +130,8 @@ def test_every_rank_follows_rank_0s_progress(tmp_path):
     script.write_text(RANK_VALUES)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        str(script)], capture_output=True, text=True, timeout=300, env=env)
+                        str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
-    lines = sorted(line for line in r.stdout.splitlines() if line.startswith("rank "))
-    assert lines == ["rank 0: from_writer 0.25 agree True", "rank 1: from_writer 0.25 agree True"]
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.txt").read_text() == "from_writer 0.25 agree True"
     assert Ranks().from_writer(0.7) == 0.7  # one process: its own value, no collective
