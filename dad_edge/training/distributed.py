@@ -57,7 +57,7 @@ class Ranks:
         """True on every rank when `flag` is true on any (a budget that ran out on one rank stops all)."""
         if not self.active:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+        t = torch.tensor([1.0 if flag else 0.0], device=self._collective_device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
@@ -69,9 +69,13 @@ class Ranks:
         weights apart. Every rank follows rank 0's clock, as they stop on it (agree)."""
         if not self.active:
             return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        t = torch.tensor([value], dtype=torch.float64, device=self._collective_device())
         dist.broadcast(t, src=0)
         return float(t.item())
+
+    def _collective_device(self) -> torch.device:
+        """Where a collective's tensor lives: NCCL takes CUDA tensors, gloo CPU ones."""
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
 
     def close(self, synchronize: bool = False) -> None:
         """Leave the job. synchronize (after a run that ended well): wait for every rank first. A rank
