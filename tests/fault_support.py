@@ -15,12 +15,13 @@ import torch
 
 from dad_edge.artifacts.atomic import WRITE_DELAY_ENV, is_temp_file
 from dad_edge.artifacts.checkpoint import read_tensors
+from training_support import DIFFUSIONAD
 
 # The options of tests/test_train.py (CPU, constant rate: bit-exact resume), as CLI flags.
-TRAIN_FLAGS = ["--preset", "tiny", "--batch-size", "4", "--device", "cpu", "--lr-schedule", "constant",
-               "--warmup", "0", "--seed", "0"]
+TRAIN_FLAGS = ["--preset", "tiny", "--method", "diffusionad", "--batch-size", "4", "--device", "cpu",
+               "--lr-schedule", "constant", "--warmup", "0", "--seed", "0"]
 TRAIN_KWARGS = dict(preset="tiny", batch_size=4, device="cpu", lr_schedule="constant", warmup_fraction=0.0,
-                    seed=0, progress=False)
+                    seed=0, progress=False, model_overrides=DIFFUSIONAD)
 STATE, MODEL = "train_state.safetensors", "model.safetensors"
 
 

@@ -20,6 +20,7 @@ from dad_edge.errors import ConfigError
 from dad_edge.model.info import model_info
 from dad_edge.model.diffusion_ad import DiffusionAD
 from dad_edge.training.train import TrainOptions, train
+from training_support import DIFFUSIONAD
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    return train(TrainOptions(data=str(data), out=str(out), preset="tiny", epochs=1, batch_size=4, progress=False))
+    return train(TrainOptions(data=str(data), out=str(out), preset="tiny", epochs=1, batch_size=4, progress=False,
+                              model_overrides=DIFFUSIONAD))
 
 
 def _opts(teacher, data, out, **kw):
@@ -189,7 +191,7 @@ def test_resume_goes_on_and_checks_the_teacher(teacher, data, tmp_path):
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
     # Another teacher (another noise seed) must not silently continue this run.
     other = train(TrainOptions(data=str(data), out=str(tmp_path / "other"), preset="tiny", epochs=1, batch_size=4,
-                               progress=False, model_overrides={"noise_seed": 1}))
+                               progress=False, model_overrides={**DIFFUSIONAD, "noise_seed": 1}))
     with pytest.raises(ConfigError, match="teacher"):
         distill(_opts(other, data, out, single_pass=True, epochs=3, resume=True))
     # Nor a resume in the other mode.

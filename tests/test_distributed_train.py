@@ -96,7 +96,7 @@ def test_two_gloo_processes_distil_a_student(data, tmp_path):
 
     teacher = tmp_path / "teacher"
     assert main(["train", "--data", str(data), "--out", str(teacher), "--preset", "tiny", "--batch-size", "4",
-                 "--device", "cpu", "--epochs", "1", "--quiet"]) == 0
+                 "--device", "cpu", "--epochs", "1", "--quiet", "--method", "diffusionad"]) == 0
     out = tmp_path / "student"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "dad_edge",

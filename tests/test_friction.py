@@ -232,7 +232,8 @@ def test_train_config_files_and_flags(setup, tmp_path, capsys):
     assert _resolved(capsys, "--config", str(saved)) == _resolved(capsys, "--config", str(toml_file))
     json_file = tmp_path / "a.json"
     json_file.write_text(json.dumps({"data": str(category), "out": str(tmp_path / "run"), "preset": "tiny",
-                                     "epochs": 1, "batch": 2, "device": "cpu", "quiet": True}))
+                                     "epochs": 1, "batch": 2, "device": "cpu", "quiet": True,
+                                     "method": "diffusionad"}))
     assert main(["train", "--config", str(json_file)]) == 0  # trains from the file alone
     capsys.readouterr()
     trained = read_metadata(tmp_path / "run" / "model.safetensors")["model"]

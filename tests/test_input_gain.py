@@ -16,9 +16,10 @@ from dad_edge.model.input_gain import apply_gain, image_gain, normalise_gain
 from dad_edge.training.brightness import GAIN_VARIATION, choose_input_gain, parse_input_gain
 from dad_edge.training.distill import DistillOptions, distill, student_overrides
 from dad_edge.training.train import TrainOptions, train
-from training_support import good_only_demo
+from training_support import DIFFUSIONAD, good_only_demo
 
-COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu", lr_schedule="constant", warmup_fraction=0.0)
+COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu", lr_schedule="constant", warmup_fraction=0.0,
+              model_overrides=DIFFUSIONAD)
 
 
 def _pixels_to_x(p: np.ndarray) -> torch.Tensor:
@@ -105,7 +106,7 @@ def varied_data(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("method", ["diffusionad", "seg"])
 def test_training_chooses_it_from_the_data_records_it_and_drops_the_exposure_fit(varied_data, tmp_path, method):
     run = train(TrainOptions(data=str(varied_data), out=str(tmp_path / "run"), epochs=1,
-                             model_overrides={"method": method}, **COMMON))
+                             **{**COMMON, "model_overrides": {"method": method}}))
     model, meta = load_model(run)
     assert model.cfg.method == method
     choice = meta["training"]["input_gain"]
@@ -168,7 +169,7 @@ def test_every_backend_and_a_student_compute_the_same_normalised_function(varied
     changes = student_overrides(teacher_cfg, 32, single_pass=False)
     assert changes["input_gain"] == teacher_cfg.input_gain and changes["exposure_correction"] is False
     student = distill(DistillOptions(teacher=str(run), data=str(varied_data), out=str(tmp_path / "student"),
-                                     epochs=1, **COMMON))
+                                     epochs=1, **{k: v for k, v in COMMON.items() if k != "model_overrides"}))
     s_model, s_meta = load_model(student)
     assert s_model.cfg.input_gain == teacher_cfg.input_gain and not s_model.cfg.exposure_correction
     assert "input_gain" not in s_meta["training"]  # inherited from the teacher, not chosen again

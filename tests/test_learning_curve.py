@@ -9,7 +9,7 @@ import pytest
 
 from dad_edge.data.demo import build_demo_dataset
 from dad_edge.training.train import TrainOptions, train
-from training_support import benchmark_module, model_with_exposure_slope
+from training_support import DIFFUSIONAD, benchmark_module, model_with_exposure_slope
 
 
 
@@ -24,7 +24,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     train(TrainOptions(data=str(data), out=str(out), preset="tiny", epochs=2, batch_size=4, progress=False,
                        device="cpu", snapshot_minutes=1e-6, ema_decay=0.9,
-                       input_gain=0.3))  # frames scaled to one brightness: the curve's inputs must be too
+                       input_gain=0.3, model_overrides=DIFFUSIONAD))  # frames scaled to one brightness: the curve's inputs must be too
     return data, out
 
 

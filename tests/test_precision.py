@@ -7,10 +7,10 @@ import torch
 from dad_edge.artifacts.checkpoint import load_model, read_tensors
 from dad_edge.training.precision import autocast_dtype, cpu_has_amx, describe
 from dad_edge.training.train import TrainOptions, Trainer, train
-from training_support import good_only_demo
+from training_support import DIFFUSIONAD, good_only_demo
 
 CPU = torch.device("cpu")
-COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu", epochs=1)
+COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu", epochs=1, model_overrides=DIFFUSIONAD)
 
 
 @pytest.fixture(scope="module")

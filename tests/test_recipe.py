@@ -14,8 +14,9 @@ from dad_edge.errors import CheckpointError, ConfigError
 from dad_edge.training.ema import WeightAverage
 from dad_edge.training.recipe import default_recipe, lr_factor, resolve_recipe
 from dad_edge.training.train import Trainer, TrainOptions, train
+from training_support import DIFFUSIONAD
 
-TINY = dict(preset="tiny", batch_size=4, progress=False, device="cpu")
+TINY = dict(preset="tiny", batch_size=4, progress=False, device="cpu", model_overrides=DIFFUSIONAD)
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,10 @@ from dad_edge.model.build import build_model
 from dad_edge.model.config import ModelConfig, preset
 from dad_edge.training.map_statistics import calibrate_recon_term
 from dad_edge.training.train import TrainOptions, train
-from training_support import good_only_demo
+from training_support import DIFFUSIONAD, good_only_demo
 
-COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu", lr_schedule="constant", warmup_fraction=0.0)
+COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu", lr_schedule="constant", warmup_fraction=0.0,
+              model_overrides=DIFFUSIONAD)
 
 
 def _reference_error(seg_in: np.ndarray, channels: int, sigma: float) -> np.ndarray:

@@ -12,14 +12,14 @@ from dad_edge.data.imageio import read_image
 from dad_edge.training.batches import to_model_range
 from dad_edge.training.synthesis import preview
 from dad_edge.training.train import TrainOptions, Trainer, train
-from training_support import good_only_demo
+from training_support import DIFFUSIONAD, good_only_demo
 
 # CPU: bit-exact resume is a CPU promise (cuDNN and mixed precision need not be deterministic).
 # A constant rate without warm-up: these tests stop a run early by giving it a smaller epoch budget,
 # which would also change a budget-relative schedule (tests/test_recipe.py covers that schedule).
 # No weight average (the CPU recipe's default): the saved model is then the state of its epoch.
 COMMON = dict(preset="tiny", batch_size=4, progress=False, device="cpu", lr_schedule="constant", warmup_fraction=0.0,
-              ema_decay=0.0)
+              ema_decay=0.0, model_overrides=DIFFUSIONAD)
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +148,8 @@ def test_resume_with_another_preset_is_a_config_error(run2, data, tmp_path):
                         **{**COMMON, "preset": "compact"}, image_size=32)
     with pytest.raises(ConfigError, match="different model config"):
         Trainer(opts).run()
-    opts = TrainOptions(data=str(data), out=str(out), epochs=3, resume=True, **COMMON,
-                        model_overrides={"noise_seed": 3})
+    opts = TrainOptions(data=str(data), out=str(out), epochs=3, resume=True,
+                        **{**COMMON, "model_overrides": {**DIFFUSIONAD, "noise_seed": 3}})
     with pytest.raises(ConfigError, match="--resume"):
         Trainer(opts).run()
     # A field that one config leaves out when off (to_dict) is named too, not a KeyError.

@@ -9,6 +9,9 @@ from typing import Tuple
 from dad_edge.data.demo import build_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
+# DiffusionAD named: on a CPU a compact / tiny run with no method trains seg (training/recipe.py default_method),
+# and the tests of the denoiser's pipeline (recon term, export, distillation, resume) must still train it.
+DIFFUSIONAD = {"method": "diffusionad"}
 
 
 def good_only_demo(tmp_path_factory) -> Path:
@@ -39,7 +42,8 @@ def model_with_exposure_slope(tmp_path: Path, **options) -> Tuple[Path, Path]:
 
     data = build_demo_dataset(tmp_path / "data", size=32, n_train=10, n_test_good=4, n_test_per_defect=3)
     path = train(TrainOptions(data=str(data), out=str(tmp_path / "run"), preset="tiny", epochs=1, batch_size=4,
-                              progress=False, device="cpu", exposure_correction=True, input_gain="off", **options))
+                              progress=False, device="cpu", exposure_correction=True, input_gain="off",
+                              model_overrides=dict(DIFFUSIONAD), **options))
     model, meta = ckpt.load_model(path)
     with torch.no_grad():
         model.exposure_term.coef.copy_(torch.tensor([0.8, -0.2]))

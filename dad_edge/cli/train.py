@@ -34,10 +34,12 @@ def add_train(sub) -> None:
     p.add_argument("--backbone", help="unet | dit: the preset's eps-predictor (default: the preset's; dit = NAME-dit)")
     p.add_argument("--image-size", type=positive_int, help="override the preset's input size")
     p.add_argument("--channels", type=channels, default=None, help="auto (default), 1 or 3")
-    p.add_argument("--method", help="diffusionad (default: norm-guided denoising + segmentation net) | recon: "
-                                    "a plain DDPM's reconstruction error (arXiv 2412.07539), no segmentation net | "
-                                    "seg: the segmentation net alone on the image, no denoiser (about 7x the "
-                                    "epochs of diffusionad per CPU minute)")
+    p.add_argument("--method", help="diffusionad: norm-guided denoising + segmentation net | recon: a plain DDPM's "
+                                    "reconstruction error (arXiv 2412.07539), no segmentation net | seg: the "
+                                    "segmentation net alone on the image, no denoiser (about 7x the epochs of "
+                                    "diffusionad per CPU minute). Default: seg for compact / tiny on a CPU (better "
+                                    "in a CPU budget), diffusionad on CUDA, for other presets and when a denoiser "
+                                    "option (--lr-unet, --large-target, --recon-weight, --backbone) is set")
     p.add_argument("--recon-t", type=int, help="recon: noise level t, 1..999 (default 250: removes small defects, "
                                                "keeps the part)")
     p.add_argument("--recon-steps", type=int, help="recon: DDIM steps from t back to 0 (default 1: one network pass, "
@@ -147,7 +149,7 @@ def add_demo(sub) -> None:
 def cmd_demo(args) -> int:
     from dad_edge.data.demo import build_demo_dataset
     from dad_edge.training.evaluate import evaluate_model
-    from dad_edge.training.train import TrainOptions, train
+    from dad_edge.training.train import TrainOptions, resolve_device, train
 
     out = Path(args.out)
     t0 = time.time()
@@ -157,7 +159,8 @@ def cmd_demo(args) -> int:
     # The defaults of `dad-edge train` (training/recipe.py): 128 px images, a small set in batches of 8.
     opts = TrainOptions(data=str(data), out=str(out / "model"), preset="compact", epochs=args.epochs,
                         minutes=args.minutes, device=args.device, progress=not args.quiet)
-    print(f"[2/3] training compact with the default recipe for up to {args.minutes:g} min ...", flush=True)
+    method = opts.validate().method(resolve_device(args.device).type)
+    print(f"[2/3] training compact ({method}) with the default recipe for up to {args.minutes:g} min ...", flush=True)
     model_path = train(opts)
     print(f"[3/3] evaluating {model_path} on the test split ...", flush=True)
     report = out / "report"

@@ -38,9 +38,9 @@ from dad_edge.errors import ConfigError, DataError
 
 # The trained methods, as changes to the preset's ModelConfig (dad_edge/model/config.py preset()).
 MODEL_METHODS: Dict[str, Dict[str, str]] = {
-    "diffusionad": {"backbone": "unet"},  # norm-guided one-step denoising + segmentation net (the default)
+    "diffusionad": {"backbone": "unet", "method": "diffusionad"},  # norm-guided one-step denoising + segmentation net (the default)
     "recon": {"backbone": "unet", "method": "recon"},  # a plain DDPM's reconstruction error
-    "dit": {"backbone": "dit"},  # DiffusionAD with a Diffusion Transformer eps-predictor
+    "dit": {"backbone": "dit", "method": "diffusionad"},  # DiffusionAD with a Diffusion Transformer eps-predictor
     "seg": {"method": "seg"},  # the segmentation net alone on the synthetic anomalies (no denoiser)
 }
 METHOD_NAMES: List[str] = list(MODEL_METHODS) + list(BASELINES)

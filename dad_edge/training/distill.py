@@ -92,7 +92,8 @@ class DistillOptions(TrainOptions):
                       model_overrides: Optional[Dict[str, Any]] = None) -> TrainOptions:
         """The training options of the student run (data, loop, optimiser, files)."""
         shared = {f.name: getattr(self, f.name) for f in fields(TrainOptions)}
-        shared.update(channels=channels, model_overrides=dict(model_overrides or {}))
+        # The student is a DiffusionAD model whatever the device's default method (recipe.default_method).
+        shared.update(channels=channels, model_overrides={"method": "diffusionad", **(model_overrides or {})})
         return TrainOptions(**shared)
 
 

@@ -1,7 +1,7 @@
 """The options of a training run: what `dad-edge train` parses, validated before any data is read."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -11,11 +11,16 @@ from dad_edge.data.augment import parse_augment
 from dad_edge.errors import ConfigError
 from dad_edge.model.config import ModelConfig, preset
 from dad_edge.training.brightness import parse_input_gain
-from dad_edge.training.recipe import UNUSED_BY_METHOD, Recipe, resolve_recipe
+from dad_edge.training.recipe import UNUSED_BY_METHOD, Recipe, default_method, resolve_recipe
 
 
 # The denoiser's recipe options, which a --method seg run refuses (and a resumed one does not take back).
 SEG_REFUSED = UNUSED_BY_METHOD["seg"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto": CUDA where torch sees a GPU, else the CPU; any other name as given."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
 @dataclass
@@ -78,8 +83,13 @@ class TrainOptions:
                               "pass a path under a folder")
         if self.snapshot_minutes is not None and not self.snapshot_minutes > 0:
             raise ConfigError(f"snapshot_minutes={self.snapshot_minutes} must be > 0")
-        self.recipe("cpu")  # the recipe's own checks (batch size, rates, schedule, EMA)
-        method = self.model_config(3).method  # the preset and overrides (e.g. --backbone), before any data is read
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device={self.device!r} asked for but torch sees no CUDA device")
+        chosen = self.with_method(resolve_device(self.device).type)
+        chosen.recipe("cpu")  # the recipe's own checks (batch size, rates, schedule, EMA)
+        method = chosen.model_config(3).method  # the preset and overrides (e.g. --backbone), before any data is read
         if method == "recon":
             self._check_recon()
         elif method == "seg":
@@ -88,10 +98,6 @@ class TrainOptions:
             raise ConfigError(f"val_fraction={self.val_fraction} must be in (0, 1): selection needs held-out data")
         if self.select not in ("val", "last"):
             raise ConfigError(f"select={self.select!r} must be 'val' or 'last'")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device={self.device!r} asked for but torch sees no CUDA device")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers={self.workers} must be >= 0 (0: make batches in the training thread)")
         self.augment = ",".join(parse_augment(self.augment)) or "none"  # checked, and recorded in one spelling
@@ -122,6 +128,28 @@ class TrainOptions:
             raise ConfigError(f"--backbone {self.model_overrides['backbone']} does not apply to --method seg "
                               "(no denoiser); leave it out")
 
+    def method(self, device_type: str) -> str:
+        """The detection method: --method's, else the default for the preset on `device_type`
+        (recipe.default_method: seg for compact / tiny on a CPU unless a denoiser option is set)."""
+        given = self.model_overrides.get("method")
+        if given:
+            return given
+        asked = any(getattr(self, name) is not None for name in SEG_REFUSED) or any(
+            key in self.model_overrides for key in ("backbone", "recon"))
+        return default_method(self.preset, device_type, asked)
+
+    def with_method(self, device_type: str) -> "TrainOptions":
+        """These options with the method named (model_overrides["method"]): what the run trains and records."""
+        return replace(self, model_overrides={**self.model_overrides, "method": self.method(device_type)})
+
+    def method_line(self, device_type: str) -> str:
+        """What a run says of its method as it starts (after with_method)."""
+        method = self.method(device_type)
+        if method == "seg" == default_method(self.preset, device_type):
+            return (f"method seg: the segmentation net alone, the default for {self.preset} on a CPU "
+                    "(--method diffusionad adds the denoiser; training/recipe.py says why)")
+        return f"method {method}"
+
     def recipe(self, device_type: str, data_side: Optional[int] = None, num_images: Optional[int] = None) -> Recipe:
         """The default recipe for this preset on `device_type` (and images of about `data_side`
         pixels), with every option set here in its place."""
@@ -131,7 +159,7 @@ class TrainOptions:
             warmup_fraction=self.warmup_fraction, ema_decay=self.ema_decay, channels_last=self.channels_last,
             large_target=self.large_target, seg_stride=self.seg_stride, processes=self.processes,
             recon_weight=self.recon_weight, exposure_correction=self.exposure_correction, line_prob=self.line_prob,
-            full_res_fraction=self.full_res_fraction, method=self.model_overrides.get("method") or "diffusionad")
+            full_res_fraction=self.full_res_fraction, method=self.method(device_type))
 
     def model_config(self, channels: int, image_size: Optional[int] = None,
                      seg_stride: Optional[int] = None, recon_weight: Optional[float] = None,

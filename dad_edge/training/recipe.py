@@ -109,6 +109,24 @@ FULL_RES_FRACTION = 1 / 3
 
 SMALL_DATA = 256  # fewer training images than this: batches of 8, for twice the optimizer steps
 
+# The detection method of a run that names none (`--method`). On a CPU the compact / tiny presets train the
+# segmentation net alone ("seg", model/seg_ad.py): in half an hour the denoiser barely trains and costs 7x the
+# epochs. At `dad-edge train --data magnetic_tile --minutes 30` seg reached image / pixel AUROC / AU-PRO
+# 0.883 / 0.804 / 0.772 (three seeds) where DiffusionAD reached 0.817 / 0.698 / 0.702 (three seeds, session 15)
+# and 0.802 / 0.645 / 0.701 (one seed, session 23), and 1.000 / 0.998 / 0.995 on the demo's bricks against
+# 0.993 / 0.994 / 0.981 (benchmarks/README.md, sessions 15-23). DiffusionAD everywhere else: on CUDA (seg is
+# not measured against it there), for the paper presets (a reproduction) and the DiT ones (a denoiser is what
+# they are), and when a run sets an option of the denoiser (its rate, target, reconstruction weight or backbone).
+SEG_BY_DEFAULT = ("compact", "tiny")
+
+
+def default_method(preset_name: str, device_type: str, denoiser_asked: bool = False) -> str:
+    """The method of a run on `device_type` ("cpu" or "cuda") that sets no --method; denoiser_asked: it
+    sets an option only the denoiser takes."""
+    if device_type == "cpu" and preset_name in SEG_BY_DEFAULT and not denoiser_asked:
+        return "seg"
+    return "diffusionad"
+
 
 def default_recipe(preset_name: str, preset_size: int, device_type: str,
                    data_side: Optional[int] = None, num_images: Optional[int] = None,

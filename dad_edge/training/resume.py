@@ -41,6 +41,8 @@ def resumed_options(opts: TrainOptions) -> TrainOptions:
     # What the model itself records wins for the fields it carries: a state written before a field
     # joined the recipe record still says what its networks are.
     cfg = model_config(meta)
+    if not opts.model_overrides.get("method"):  # not today's default method: the run's own
+        opts = replace(opts, model_overrides={**opts.model_overrides, "method": cfg.method})
     if cfg.method in ("diffusionad", "seg"):
         recipe.setdefault("line_prob", 0.0)  # a run started before line anomalies joined the recipe drew none
         recipe.setdefault("full_res_fraction", 0.0)  # nor a switch to full resolution (training/full_resolution.py)
@@ -54,4 +56,4 @@ def resumed_options(opts: TrainOptions) -> TrainOptions:
     changes: Dict[str, Any] = {name: recipe[name] for name in kept if name in recipe and getattr(opts, name) is None}
     if cfg.method != "recon" and gain_unset:
         changes["input_gain"] = cfg.input_gain if cfg.input_gain > 0 else "off"
-    return replace(opts, **changes).validate() if changes else opts
+    return replace(opts, **changes).validate()

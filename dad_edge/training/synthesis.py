@@ -37,6 +37,7 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
     category = open_category(opts.data)
     samples, _ = category.train_val_split(opts.val_fraction, opts.seed)
     channels = opts.channels or detect_channels(samples)
+    opts = opts.with_method(resolve_device(opts.device).type)
     recipe = opts.recipe(resolve_device(opts.device).type, typical_side(samples), len(samples))
     cfg = opts.model_config(channels, recipe.image_size, recipe.seg_stride)
     if cfg.method == "recon":

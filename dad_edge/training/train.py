@@ -41,7 +41,7 @@ from dad_edge.training.ema import WeightAverage
 from dad_edge.training.resume import STATE_FILE, resumed_options
 from dad_edge.training.brightness import with_input_gain
 from dad_edge.training.map_statistics import calibrate_exposure_term, calibrate_recon_term
-from dad_edge.training.options import TrainOptions
+from dad_edge.training.options import TrainOptions, resolve_device
 from dad_edge.training.recipe import lr_factor, optimizer_groups
 from dad_edge.training.synthesis import synthesizer
 from dad_edge.training.thresholds import detector_thresholds
@@ -55,18 +55,17 @@ def typical_side(samples, max_check: int = 16) -> int:
     return int(np.median([max(read_image(s.path).shape[:2]) for s in samples[:max_check]]))
 
 
-def resolve_device(name: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-
-
 class Trainer:
     def __init__(self, opts: TrainOptions):
-        # A resumed run keeps the recipe it was started with (training/resume.py).
-        self.opts = opts = resumed_options(opts.validate())
+        # A resumed run keeps the recipe and method it was started with (training/resume.py); a new one
+        # names its method now: --method's, else the default for the device (recipe.default_method).
+        self.opts = opts = resumed_options(opts.validate()).with_method(resolve_device(opts.device).type)
         self.out = Path(opts.out)
         self.device = resolve_device(opts.device)
         self.ranks = distributed.setup(self.device)  # [#16 distributed]
         self.device = self.ranks.device  # under torchrun on CUDA: cuda:LOCAL_RANK
+        if opts.progress and self.ranks.writes:
+            print(opts.method_line(self.device.type), flush=True)
         torch.manual_seed(opts.seed)
         category = open_category(opts.data)
         train_samples, val_samples = category.train_val_split(opts.val_fraction, opts.seed)
