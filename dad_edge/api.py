@@ -29,15 +29,18 @@ _EXPORT_SUFFIX = {"onnx": ".onnx", "engine": ".plan", "openvino": ".xml"}
 
 
 def train(data: PathLike, out: PathLike, preset: str = "compact", minutes: Optional[float] = None,
-          epochs: Optional[int] = None, **options: Any) -> Path:
+          epochs: Optional[int] = None, method: Optional[str] = None, **options: Any) -> Path:
     """Train a model on the good images of `data` (a category folder); returns its model.safetensors.
 
         model = dad_edge.train("my_part", "runs/my_part", minutes=30)
         model = dad_edge.train(data, "runs/t", preset="tiny", epochs=2, image_size=32, device="cpu")
+        model = dad_edge.train("my_part", "runs/dad", minutes=30, method="diffusionad")
 
-    As `dad-edge train`: `options` are TrainOptions fields (dad_edge/training/options.py): image_size,
-    channels, batch_size, lr_unet, lr_seg, seed, device, resume, progress, ... At least one of
-    `minutes` / `epochs` says when to stop. Needs the `train` extra (torch)."""
+    As `dad-edge train`: `method` is --method (diffusionad, seg or recon; None: the default for the
+    device and preset, training/recipe.py default_method); `options` are TrainOptions fields
+    (dad_edge/training/options.py): image_size, channels, batch_size, lr_unet, lr_seg, seed, device,
+    resume, progress, ... At least one of `minutes` / `epochs` says when to stop. Needs the `train`
+    extra (torch)."""
     from dad_edge.training.options import TrainOptions
     from dad_edge.training.train import train as run_training
 
@@ -45,6 +48,8 @@ def train(data: PathLike, out: PathLike, preset: str = "compact", minutes: Optio
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"train(): unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(known))}")
+    if method is not None:
+        options["model_overrides"] = {**options.get("model_overrides", {}), "method": method}
     opts = TrainOptions(data=str(data), out=str(out), preset=preset, minutes=minutes, epochs=epochs, **options)
     return Path(run_training(opts.validate()))
 

@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+import dad_edge
 from dad_edge.artifacts.checkpoint import read_metadata, read_tensors
 from dad_edge.artifacts.metadata import model_config
 from dad_edge.cli import main
@@ -98,3 +99,13 @@ def test_preview_draws_the_default_methods_anomalies(data, tmp_path):
 
     paths = preview(TrainOptions(data=str(data), out=str(tmp_path), preset="tiny", epochs=1, device="cpu"), 2)
     assert len(paths) == 2 and all(p.is_file() for p in paths)
+
+
+def test_the_python_api_takes_the_method_as_a_keyword(data, tmp_path):
+    common = dict(preset="tiny", epochs=1, batch_size=4, device="cpu", progress=False)
+    named = dad_edge.train(data, tmp_path / "dad", method="diffusionad", **common)
+    assert model_config(read_metadata(named)).method == "diffusionad"
+    unnamed = dad_edge.train(data, tmp_path / "default", **common)
+    assert model_config(read_metadata(unnamed)).method == "seg"
+    with pytest.raises(ConfigError, match="not a detection method"):
+        dad_edge.train(data, tmp_path / "bad", method="magic", **common)

@@ -36,9 +36,10 @@ from dad_edge.data.imageio import read_image
 from dad_edge.data.layouts import detect_layout, open_category
 from dad_edge.errors import ConfigError, DataError
 
-# The trained methods, as changes to the preset's ModelConfig (dad_edge/model/config.py preset()).
+# The trained methods, as changes to the preset's ModelConfig (dad_edge/model/config.py preset()); each names its
+# method, as a run without one takes the device's default (training/recipe.py default_method).
 MODEL_METHODS: Dict[str, Dict[str, str]] = {
-    "diffusionad": {"backbone": "unet", "method": "diffusionad"},  # norm-guided one-step denoising + segmentation net (the default)
+    "diffusionad": {"backbone": "unet", "method": "diffusionad"},  # norm-guided one-step denoising + segmentation net
     "recon": {"backbone": "unet", "method": "recon"},  # a plain DDPM's reconstruction error
     "dit": {"backbone": "dit", "method": "diffusionad"},  # DiffusionAD with a Diffusion Transformer eps-predictor
     "seg": {"method": "seg"},  # the segmentation net alone on the synthetic anomalies (no denoiser)
