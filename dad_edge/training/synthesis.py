@@ -37,8 +37,9 @@ def preview(opts: TrainOptions, n: int) -> List[Path]:
     category = open_category(opts.data)
     samples, _ = category.train_val_split(opts.val_fraction, opts.seed)
     channels = opts.channels or detect_channels(samples)
-    opts = opts.with_method(resolve_device(opts.device).type)
-    recipe = opts.recipe(resolve_device(opts.device).type, typical_side(samples), len(samples))
+    device_type = resolve_device(opts.device).type
+    opts = opts.with_method(device_type)  # the method the run would train: its recipe's anomalies
+    recipe = opts.recipe(device_type, typical_side(samples), len(samples))
     cfg = opts.model_config(channels, recipe.image_size, recipe.seg_stride)
     if cfg.method == "recon":
         raise ConfigError("--preview shows synthetic anomalies; the recon method trains on the good images alone")
