@@ -94,13 +94,6 @@ def test_a_resumed_run_keeps_its_method_whatever_todays_default(data, tmp_path):
     assert meta["train_state"]["epoch"] == 2 and model_config(meta).method == "diffusionad"
 
 
-def test_preview_draws_the_default_methods_anomalies(data, tmp_path):
-    from dad_edge.training.synthesis import preview
-
-    paths = preview(TrainOptions(data=str(data), out=str(tmp_path), preset="tiny", epochs=1, device="cpu"), 2)
-    assert len(paths) == 2 and all(p.is_file() for p in paths)
-
-
 def test_the_python_api_takes_the_method_as_a_keyword(data, tmp_path):
     common = dict(preset="tiny", epochs=1, batch_size=4, device="cpu", progress=False)
     named = dad_edge.train(data, tmp_path / "dad", method="diffusionad", **common)
