@@ -116,10 +116,10 @@ SMALL_DATA = 256  # fewer training images than this: batches of 8, for twice the
 # and 0.802 / 0.645 / 0.701 (one seed, session 23); at the demo's budget seg was level or ahead on its bricks, ahead
 # in pixel AUROC and AU-PRO on its gravel (image AUROC +0.01 / -0.08, two seeds), and far behind on its grass (image
 # AUROC 0.59-0.65 against 0.69-0.74, two seeds; there the pooled net, --full-res-fraction 0, reached 0.87-0.88)
-# (benchmarks/README.md, sessions 15-24). The real data decide (issue
-# 12): seg. DiffusionAD everywhere else: on CUDA (seg is not measured against it there), for the paper presets
-# (a reproduction) and the DiT ones (a denoiser is what they are), and when a run sets an option of the denoiser
-# (its rate, target, reconstruction weight or backbone).
+# (benchmarks/README.md, sessions 15-24). The real data decide (issue 12): seg. DiffusionAD everywhere else: on
+# CUDA (seg is not measured against it there), for the paper presets (a reproduction) and the DiT ones (a denoiser
+# is what they are), and when a run sets an option of the denoiser (its rate, target, reconstruction weight or
+# backbone).
 SEG_BY_DEFAULT = ("compact", "tiny")
 
 

@@ -59,9 +59,9 @@ class Trainer:
     def __init__(self, opts: TrainOptions):
         # A resumed run keeps the recipe and method it was started with (training/resume.py); a new one
         # names its method now: --method's, else the default for the device (recipe.default_method).
-        self.opts = opts = resumed_options(opts.validate()).with_method(resolve_device(opts.device).type)
+        self.device = resolve_device(opts.validate().device)  # validated first: a bad name is a ConfigError
+        self.opts = opts = resumed_options(opts).with_method(self.device.type)
         self.out = Path(opts.out)
-        self.device = resolve_device(opts.device)
         self.ranks = distributed.setup(self.device)  # [#16 distributed]
         self.device = self.ranks.device  # under torchrun on CUDA: cuda:LOCAL_RANK
         if opts.progress and self.ranks.writes:
