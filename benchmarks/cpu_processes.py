@@ -3,8 +3,8 @@ in interleaved rounds, each variant for the same epochs on the same data.
 
     python benchmarks/cpu_processes.py --data ../shared/data/magnetic_tile --epochs 1 --rounds 2
 
-Variants: one process with torch's threads = cores (what `--processes 1` gives), one process with 1
-thread, and the default (one process per core, training/processes.py). Printed per variant: the
+Variants: one process with torch's threads = cores (the default, `--processes 1`), one process with 1
+thread, and one process per core (`--processes N`, training/processes.py). Printed per variant: the
 train images/s of every epoch line (the Trainer's own count: whole batches over training time, not
 validation) and the wall time of the command. Needs a quiet machine: every variant uses all cores.
 """
@@ -46,8 +46,9 @@ def main() -> int:
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
-    variants = {f"1 process x {cores} threads": (1, cores), "1 process x 1 thread": (1, 1),
-                f"{cores} processes x 1 thread (default)": (cores, 1)}
+    # The recipe's default is one process with torch's threads (Recipe.processes); --processes N is the option.
+    variants = {f"1 process x {cores} threads (default)": (1, cores), "1 process x 1 thread": (1, 1),
+                f"{cores} processes x 1 thread": (cores, 1)}
     rows = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(args.rounds):
@@ -55,7 +56,7 @@ def main() -> int:
                 res = run(args.data, args.epochs, procs, threads, Path(tmp) / f"{rnd}_{procs}_{threads}")
                 rows[name].append(res)
                 print(f"round {rnd + 1} {name}: {res['images_per_s']} img/s, {res['wall_s']} s", flush=True)
-    base = statistics.median(r for res in rows[f"1 process x {cores} threads"] for r in res["images_per_s"])
+    base = statistics.median(r for res in rows[f"1 process x {cores} threads (default)"] for r in res["images_per_s"])
     print(f"\n{'variant':<36} {'median img/s':>12} {'x threads':>9}")
     for name, res in rows.items():
         med = statistics.median(r for x in res for r in x["images_per_s"])

@@ -49,7 +49,8 @@ class Recipe:
     seg_stride: int = 1
     # Training processes on a CPU, each taking a share of every batch (training/processes.py). 1 by
     # default: two single-thread processes were only 1.07x one process with two threads on the 2-core
-    # VM (benchmarks/cpu_processes.py). 1 on CUDA (torchrun starts one process per GPU instead).
+    # VM (benchmarks/cpu_processes.py; 1.08x for the seg method, session 25). 1 on CUDA (torchrun starts
+    # one process per GPU instead).
     processes: int = 1
     # ModelConfig.recon_weight of the trained model: the standardised reconstruction error added to the
     # segmentation map (model/recon_term.py). 0.5 for the compact / tiny presets: on magnetic tile it lifted
