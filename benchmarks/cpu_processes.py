@@ -47,8 +47,8 @@ def main() -> int:
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
     # The recipe's default is one process with torch's threads (Recipe.processes); --processes N is the option.
-    variants = {f"1 process x {cores} threads (default)": (1, cores), "1 process x 1 thread": (1, 1),
-                f"{cores} processes x 1 thread": (cores, 1)}
+    default = f"1 process x {cores} threads (default)"
+    variants = {default: (1, cores), "1 process x 1 thread": (1, 1), f"{cores} processes x 1 thread": (cores, 1)}
     rows = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(args.rounds):
@@ -56,7 +56,7 @@ def main() -> int:
                 res = run(args.data, args.epochs, procs, threads, Path(tmp) / f"{rnd}_{procs}_{threads}")
                 rows[name].append(res)
                 print(f"round {rnd + 1} {name}: {res['images_per_s']} img/s, {res['wall_s']} s", flush=True)
-    base = statistics.median(r for res in rows[f"1 process x {cores} threads (default)"] for r in res["images_per_s"])
+    base = statistics.median(r for res in rows[default] for r in res["images_per_s"])
     print(f"\n{'variant':<36} {'median img/s':>12} {'x threads':>9}")
     for name, res in rows.items():
         med = statistics.median(r for x in res for r in x["images_per_s"])
