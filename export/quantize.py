@@ -21,6 +21,12 @@ ONNX Runtime's documented recipe (onnxruntime.ai/docs/performance/model-optimiza
    3.5x slower than the float one, and the quantise / dequantise steps around them cost more than
    the integer products save (measured: compact at batch 1, INT8 over fp32 1.02-1.05x with them
    quantised, 1.08-1.17x without; benchmarks/README.md, "CPU INT8 and OpenVINO").
+   Between quantised convolutions the data stays integer: a Relu, MaxPool, Concat or Resize all of
+   whose data inputs come from quantised nodes is quantised too (integer_path_nodes). ONNX Runtime
+   then folds each Relu into its convolution's output range and runs MaxPool and Concat on uint8
+   (NhwcMaxPool, QLinearConcat); left float, every convolution of the segmentation net
+   (conv-BN-ReLU) paid a DequantizeLinear, a float Relu and a QuantizeLinear, and INT8 ran slower
+   than fp32 (the seg net alone, 0.94-0.95x; 1.30-1.37x with this; benchmarks/README.md, session 27).
 4. The fp32 file's metadata travels into the INT8 file (metadata_props, as export_onnx writes
    it) with export.precision "int8", export.int8 true, the number of calibration images and a
    "quantization" section saying how.
@@ -49,6 +55,7 @@ from dad_edge.runtime.backends.base import INPUT_NAME
 
 LAYER_OPS = ("Conv", "MatMul")  # the networks' layers: where the float pre- and post-processing ends
 QUANTISED_OPS = ("Conv",)  # what is quantised among them (module doc, point 3)
+INTEGER_PATH_OPS = ("Relu", "MaxPool", "Concat", "Resize")  # quantised between quantised layers (point 3)
 SHAPE_OPS = ("Shape", "Size")  # they read a tensor's shape, not its values: no data flows through them
 CALIBRATION_BATCH = 8  # images per calibration run: ranges are the same, fewer session calls
 # No CalibMaxIntermediateOutputs: onnxruntime's MinMax calibrator (1.32 here) drops the held batches when it reaches
@@ -162,6 +169,22 @@ def layers_to_quantize(graph) -> List[str]:
             and not region_outputs.intersection(node.input) and not region_inputs.intersection(node.output)]
 
 
+def integer_path_nodes(graph, layers: List[str]) -> List[str]:
+    """The INTEGER_PATH_OPS nodes whose data inputs (a Concat's every input, the others' first) all come
+    from a quantised layer or from another such node: the steps between two integer convolutions."""
+    chosen = set(layers)
+    producer = {out: node for node in graph.node for out in node.output}
+    path: List[str] = []
+    for node in graph.node:  # ONNX graphs are in topological order: producers come first
+        if node.op_type not in INTEGER_PATH_OPS:
+            continue
+        data = list(node.input) if node.op_type == "Concat" else node.input[:1]
+        if all(t in producer and producer[t].name in chosen for t in data):
+            chosen.add(node.name)
+            path.append(node.name)
+    return path
+
+
 # -- the whole step ---------------------------------------------------------------------------
 
 def _check_source(meta: Dict[str, Any], onnx_path: Path) -> None:
@@ -200,10 +223,11 @@ def quantize_onnx(onnx_path: Union[str, Path], out: Union[str, Path], calib: Uni
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
         layers = layers_to_quantize(graph)
+        path = integer_path_nodes(graph, layers)
         quantize_static(
             str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_quantize=layers, op_types_to_quantize=list(QUANTISED_OPS),
+            nodes_to_quantize=layers + path, op_types_to_quantize=list(QUANTISED_OPS + INTEGER_PATH_OPS),
         )
         proto = onnx.load(str(quantized))
     export = {**meta["export"], "precision": "int8", "int8": True, "calibration_images": reader.used}
@@ -214,6 +238,7 @@ def quantize_onnx(onnx_path: Union[str, Path], out: Union[str, Path], calib: Uni
         "calibration_source": calib.name,
         "quantized_layers": len(layers),
         "quantised_ops": list(QUANTISED_OPS),
+        "integer_path_ops": list(INTEGER_PATH_OPS), "integer_path_nodes": len(path),
         "float_layers": sorted(n.name for n in graph.node if n.op_type in QUANTISED_OPS and n.name not in layers),
     }
     new_meta = md.derive_metadata(meta, "onnx", export=export, quantization=quantization)
