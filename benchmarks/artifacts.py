@@ -1,6 +1,6 @@
 """The model files the latency benchmarks open, built once per session in a temporary folder.
 
-compact and paper: the presets at 256x256 RGB with random weights (perturbed so that no
+compact, compact-seg and paper (harness.MODEL_PRESETS): the presets at 256x256 RGB with random weights (perturbed so that no
 layer is all zeros; speed does not depend on the values), as checkpoint, ONNX file and
 TensorRT engines; efficientad-s: the anchor (anchors.py) as ONNX file, engines and a torch
 module. Each ONNX file also as INT8 QDQ for CPUs (export/quantize.py). An INT8 file is calibrated on CALIB_IMAGES good images of the magnetic-tile data
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import dad_edge
+import harness
 from anchors import AnchorDetector, EfficientADS, export_anchor_onnx
 from backends import Target
 
@@ -40,12 +41,11 @@ class Artifacts:
         if key not in self._files:
             from dad_edge.artifacts import metadata as md
             from dad_edge.artifacts.checkpoint import save_model
-            from dad_edge.model.config import preset
-            from dad_edge.model.diffusion_ad import DiffusionAD
+            from dad_edge.model.build import build_model
 
-            cfg = preset(model, image_size=256, channels=3)
+            cfg = harness.model_config(model, image_size=256, channels=3)
             torch.manual_seed(0)
-            net = DiffusionAD(cfg).eval()
+            net = build_model(cfg).eval()
             with torch.no_grad():
                 for p in net.parameters():
                     p.add_(0.01 * torch.randn_like(p))

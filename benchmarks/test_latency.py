@@ -3,7 +3,8 @@
     python -m pytest benchmarks/test_latency.py -q            # default: short rounds (CPU: about 2 min)
     python -m pytest benchmarks/test_latency.py -q --full     # more rounds; the slow CPU cases too
 
-Models, all 256x256 RGB: `compact` (the deployment preset), `efficientad-s` (an
+Models, all 256x256 RGB: `compact` (the deployment preset), `compact-seg` (the same preset's
+segmentation net alone: what `dad-edge train` makes of compact on a CPU), `efficientad-s` (an
 EfficientAD-S-sized network, random weights, anchors.py) and `paper` (the reference's
 networks, about 1.2 TFLOPs per image). Each runs on every target of backends.py through
 the public Detector, host to host: the clock starts with uint8 frames on the host and
@@ -33,7 +34,7 @@ import torch
 import harness
 from backends import discover
 
-MODELS = ("compact", "efficientad-s", "paper")
+MODELS = ("compact", "compact-seg", "efficientad-s", "paper")
 LARGE_BATCH = 32
 TARGETS = discover()
 
@@ -41,17 +42,21 @@ TARGETS = discover()
 ROUNDS = {
     "default": {
         ("compact", "cpu", True): (20, 1), ("compact", "cpu", False): (2, 1),
+        ("compact-seg", "cpu", True): (20, 1), ("compact-seg", "cpu", False): (2, 1),
         ("efficientad-s", "cpu", True): (5, 1), ("efficientad-s", "cpu", False): None,
         ("paper", "cpu", True): (1, 0), ("paper", "cpu", False): None,
         ("compact", "cuda", True): (200, 20), ("compact", "cuda", False): (20, 3),
+        ("compact-seg", "cuda", True): (200, 20), ("compact-seg", "cuda", False): (20, 3),
         ("efficientad-s", "cuda", True): (200, 20), ("efficientad-s", "cuda", False): (20, 3),
         ("paper", "cuda", True): (20, 3), ("paper", "cuda", False): (3, 1),
     },
     "full": {
         ("compact", "cpu", True): (100, 3), ("compact", "cpu", False): (5, 1),
+        ("compact-seg", "cpu", True): (100, 3), ("compact-seg", "cpu", False): (5, 1),
         ("efficientad-s", "cpu", True): (20, 1), ("efficientad-s", "cpu", False): (2, 1),
         ("paper", "cpu", True): (3, 1), ("paper", "cpu", False): (1, 1),
         ("compact", "cuda", True): (1000, 1000), ("compact", "cuda", False): (100, 10),
+        ("compact-seg", "cuda", True): (1000, 1000), ("compact-seg", "cuda", False): (100, 10),
         ("efficientad-s", "cuda", True): (1000, 1000), ("efficientad-s", "cuda", False): (100, 10),
         ("paper", "cuda", True): (100, 10), ("paper", "cuda", False): (10, 2),
     },
@@ -64,6 +69,8 @@ def plan(model: str, target, batch: int, full: bool):
         return target.skip
     if model == "efficientad-s" and target.fused:
         return "the fused kernels and CUDA graphs are options of the dad_edge pipeline; the anchor is plain torch"
+    if model == "compact-seg" and target.fused:
+        return "the fused kernels run DiffusionAD's steps (runtime/fused.py); the seg method runs its plain graph"
     slow = "slow on a CPU: run with --full"
     if not full and target.device == "cpu" and model == "paper" and (target.runtime != "torch" or target.fused):
         return slow
