@@ -26,7 +26,9 @@ ONNX Runtime's documented recipe (onnxruntime.ai/docs/performance/model-optimiza
    then folds each Relu into its convolution's output range and runs MaxPool and Concat on uint8
    (NhwcMaxPool, QLinearConcat); left float, every convolution of the segmentation net
    (conv-BN-ReLU) paid a DequantizeLinear, a float Relu and a QuantizeLinear, and INT8 ran slower
-   than fp32 (the seg net alone, 0.94-0.95x; 1.30-1.37x with this; benchmarks/README.md, session 27).
+   than fp32 (the seg net alone, 0.89-0.96x at batch 1; 1.34-1.40x with this; benchmarks/README.md,
+   session 27). ONNX Runtime 1.32 still runs the bilinear up-sampling (Resize) in float between a
+   dequantise and a quantise; quantising it costs nothing and lets a runtime that can fuse it do so.
 4. The fp32 file's metadata travels into the INT8 file (metadata_props, as export_onnx writes
    it) with export.precision "int8", export.int8 true, the number of calibration images and a
    "quantization" section saying how.
