@@ -28,7 +28,9 @@ ONNX Runtime's documented recipe (onnxruntime.ai/docs/performance/model-optimiza
    (conv-BN-ReLU) paid a DequantizeLinear, a float Relu and a QuantizeLinear, and INT8 ran slower
    than fp32 (the seg net alone, 0.89-0.96x at batch 1; 1.34-1.40x with this; benchmarks/README.md,
    session 27). ONNX Runtime 1.32 still runs the bilinear up-sampling (Resize) in float between a
-   dequantise and a quantise; quantising it costs nothing and lets a runtime that can fuse it do so.
+   dequantise and a quantise: it drops the pair around a Resize in "nearest" mode only (checked on a
+   five-node graph, benchmarks/results/cpu-2026-12-06-s27/resize_qdq.py); quantising it costs nothing
+   and lets a runtime that can fuse it do so.
 4. The fp32 file's metadata travels into the INT8 file (metadata_props, as export_onnx writes
    it) with export.precision "int8", export.int8 true, the number of calibration images and a
    "quantization" section saying how.
