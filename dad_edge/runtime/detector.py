@@ -28,6 +28,7 @@ import numpy as np
 
 from dad_edge.artifacts import metadata as md
 from dad_edge.runtime.backends import is_remote, load_backend
+from dad_edge.runtime.double_buffer import double_buffered
 from dad_edge.artifacts.metadata import normalize_score
 from dad_edge.errors import ConfigError, DadEdgeError, DataError
 from dad_edge.data.imageio import read_image
@@ -68,7 +69,7 @@ class Detector:
                  half: bool = False, color_order: str = "BGR", batch_size: int = 8,
                  fused: Optional[bool] = None, cuda_graphs: bool = False,
                  image_threshold: Optional[float] = None, pixel_threshold: Optional[float] = None,
-                 sensitivity: Optional[float] = None):
+                 sensitivity: Optional[float] = None, pipeline: bool = True):
         """`model`: .safetensors (torch), .onnx (ONNX Runtime), .plan / .engine (TensorRT).
 
             Detector("model.onnx")                        # the thresholds stored by calibrate / train
@@ -87,6 +88,8 @@ class Detector:
         image_threshold, pixel_threshold (raw values in [0, 1]) and sensitivity (in [0, 1], moves both
         along the calibrated scale as anomalib's post-processor does) decide instead of the file's
         thresholds: see set_thresholds. `calibrate` stays the way to store new defaults.
+        pipeline: over more than one batch, read and resize the next batch on a worker thread while
+        the backend runs this one (runtime/double_buffer.py); False runs the stages in turn.
         """
         _check_options(color_order, batch_size)
         # Checked before the backend loads: a wrong value fails fast, naming itself.
@@ -94,6 +97,7 @@ class Detector:
         model = model if is_remote(model) else Path(model)  # a served model's URL (grpc://, http://) stays a string
         self._attach(model, load_backend(model, backend, device=device, half=half, fused=fused,
                                          cuda_graphs=cuda_graphs), color_order, batch_size)
+        self.pipeline = bool(pipeline)
         try:
             self.set_thresholds(image_threshold, pixel_threshold, sensitivity)
         except ConfigError:
@@ -129,6 +133,7 @@ class Detector:
         self.thresholds = self.calibrated_thresholds  # what results are decided with (set_thresholds)
         self.color_order = color_order
         self.batch_size = min(batch_size, backend.max_batch or batch_size)
+        self.pipeline = True  # double buffering across batches (runtime/double_buffer.py)
 
     def __repr__(self) -> str:
         c, t = self.config, self.thresholds
@@ -235,9 +240,11 @@ class Detector:
         bad = sorted(set(orders) - set(COLOR_ORDERS))
         if bad:
             raise ConfigError(f"color_order={bad[0]!r} must be one of {COLOR_ORDERS}")
+        chunks = [(list(frames[start:start + self.batch_size]), orders[start:start + self.batch_size])
+                  for start in range(0, len(frames), self.batch_size)]
         maps, scores = [], []
-        for start in range(0, len(frames), self.batch_size):
-            m, s = backend.run(list(frames[start:start + self.batch_size]), orders[start:start + self.batch_size])
+        for m, s in double_buffered(chunks, lambda c: self._host_stage(backend, *c), self._backend_stage,
+                                    enabled=self.pipeline):
             maps.append(m)
             scores.append(s)
         c = self.config
@@ -248,6 +255,19 @@ class Detector:
         if frame_size:
             return [map_at_frame_size(m, f.shape) for m, f in zip(maps, frames)], scores
         return maps, scores
+
+    @staticmethod
+    def _host_stage(backend, frames: List[np.ndarray], orders: List[str]) -> Tuple[Any, ...]:
+        """Backend.run's host half (the batch's pixels) where the backend has one, else its inputs as they are."""
+        if backend.prepares_on_host:
+            return backend, backend.prepare(frames, orders)
+        return backend, frames, orders
+
+    @staticmethod
+    def _backend_stage(prepared: Tuple[Any, ...]) -> Tuple[np.ndarray, np.ndarray]:
+        """The rest of Backend.run on what _host_stage returned -> (maps (B, S, S), scores (B,))."""
+        backend, *rest = prepared
+        return backend.infer(rest[0]) if len(rest) == 1 else backend.run(*rest)
 
     def _open_backend(self):
         if self.closed:
@@ -272,34 +292,52 @@ class Detector:
     def run_items(self, items: Sequence[Item], color_order: Optional[str] = None,
                   strict: bool = False) -> Iterator[Result]:
         """Items (dad_edge.runtime.inputs.Item) -> Results, in batches; the stream's entry point.
-        strict: raise on the first bad item instead of reporting it in its Result."""
+        strict: raise on the first bad item instead of reporting it in its Result. The next batch is
+        read and resized while the backend runs this one (self.pipeline; runtime/double_buffer.py)."""
         order = color_order or self.color_order
         if order not in COLOR_ORDERS:
             raise ConfigError(f"color_order={order!r} must be one of {COLOR_ORDERS}")
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start:start + self.batch_size]
-            slots: List[Optional[Result]] = [None] * len(chunk)
-            ready = []  # (slot, frame, colour order, display image, read + check seconds)
-            for i, item in enumerate(chunk):
-                t0 = time.perf_counter()
-                try:
-                    frame, frame_order, image = self._prepare(item, order)
-                except DadEdgeError as exc:
-                    if strict:
-                        raise
-                    slots[i] = Result(item.name, error=str(exc))
-                    continue
-                ready.append((i, frame, frame_order, image, time.perf_counter() - t0))
-            if ready:
-                frames, orders = [r[1] for r in ready], [r[2] for r in ready]
-                t0 = time.perf_counter()
-                maps, scores = self.infer_batch(frames, orders)  # one backend call: the chunk is one batch
-                # The batch's time is shared out equally: per-image figures.
-                infer_s = (time.perf_counter() - t0) / len(ready)
-                for (i, _, _, image, own_s), amap, score in zip(ready, maps, scores):
-                    t0 = time.perf_counter()
-                    result = self._finish(chunk[i], amap, float(score), image)
-                    result.speed = {"preprocess": own_s * 1e3, "inference": infer_s * 1e3,
-                                    "postprocess": (time.perf_counter() - t0) * 1e3}
-                    slots[i] = result
+        backend = self._open_backend()
+        chunks = [items[start:start + self.batch_size] for start in range(0, len(items), self.batch_size)]
+        for slots in double_buffered(chunks, lambda chunk: self._read_chunk(backend, chunk, order, strict),
+                                     self._score_chunk, enabled=self.pipeline):
             yield from slots
+
+    def _read_chunk(self, backend, chunk: Sequence[Item], order: str, strict: bool) -> Tuple[Any, ...]:
+        """The host stage of one batch of items: read and check each (a bad one gets its error Result),
+        then the batch's pixels (_host_stage)."""
+        slots: List[Optional[Result]] = [None] * len(chunk)
+        ready = []  # (slot, display image, read + check seconds)
+        frames, orders = [], []
+        for i, item in enumerate(chunk):
+            t0 = time.perf_counter()
+            try:
+                frame, frame_order, image = self._prepare(item, order)
+            except DadEdgeError as exc:
+                if strict:
+                    raise
+                slots[i] = Result(item.name, error=str(exc))
+                continue
+            ready.append((i, image, time.perf_counter() - t0))
+            frames.append(frame)
+            orders.append(frame_order)
+        t0 = time.perf_counter()
+        prepared = self._host_stage(backend, frames, orders) if ready else None
+        resize_s = (time.perf_counter() - t0) / max(len(ready), 1)
+        return chunk, slots, ready, prepared, resize_s
+
+    def _score_chunk(self, read: Tuple[Any, ...]) -> List[Optional[Result]]:
+        """The backend stage of one batch from _read_chunk, then each frame's map and thresholds."""
+        chunk, slots, ready, prepared, resize_s = read
+        if ready:
+            t0 = time.perf_counter()
+            maps, scores = self._backend_stage(prepared)  # one backend call: the chunk is one batch
+            # The batch's time is shared out equally: per-image figures.
+            infer_s = (time.perf_counter() - t0) / len(ready)
+            for (i, image, own_s), amap, score in zip(ready, maps, scores):
+                t0 = time.perf_counter()
+                result = self._finish(chunk[i], amap, float(score), image)
+                result.speed = {"preprocess": (own_s + resize_s) * 1e3, "inference": infer_s * 1e3,
+                                "postprocess": (time.perf_counter() - t0) * 1e3}
+                slots[i] = result
+        return slots

@@ -34,6 +34,9 @@ class Backend(ABC):
     device: str  # where it runs, in words: "cpu", "cuda:0", "CUDAExecutionProvider", ...
     meta: Dict[str, Any]  # the artifact's validated metadata
     max_batch: Optional[int] = None  # largest batch one call accepts (engines: their profile); None = any
+    # run() is infer(prepare(...)): the Detector may prepare the next batch on the host while this one runs
+    # (runtime/double_buffer.py). False for a backend that pre-processes on its device or on a server.
+    prepares_on_host: bool = True
 
     @abstractmethod
     def infer(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -49,14 +52,20 @@ class Backend(ABC):
         """Validated uint8 frames (H, W, C) of any sizes -> as infer(); `color_order`: one for
         all frames or one per frame.
 
-        The one entry the Detector uses: pre-processing on the host (one ops.preprocess call per
-        colour order in the batch, one in practice), then one `infer` call for the whole batch."""
+        The one entry the Detector uses: pre-processing on the host (`prepare`), then one `infer`
+        call for the whole batch. A backend that overrides run sets prepares_on_host to False."""
+        return self.infer(self.prepare(frames, color_order))
+
+    def prepare(self, frames: Sequence[np.ndarray], color_order: Union[str, Sequence[str]]) -> np.ndarray:
+        """run()'s host half: frames -> float32 (B, C, S, S) pixels 0..255 for `infer` (one
+        ops.preprocess call per colour order in the batch, one in practice). No backend state is
+        touched, so the Detector may call it on another thread while `infer` runs."""
         c = self.config
         frames = list(frames)
         out = np.empty((len(frames), c.channels, c.image_size, c.image_size), np.float32)
         for order, idx in by_order(color_order, len(frames)):
             out[idx] = ops.preprocess([frames[i] for i in idx], c.image_size, c.channels, order, normalize=False)
-        return self.infer(out)
+        return out
 
     @staticmethod
     def reject_torch_options(fused: Optional[bool] = None, cuda_graphs: bool = False) -> None:

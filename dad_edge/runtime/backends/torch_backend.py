@@ -134,6 +134,11 @@ class TorchBackend(Backend):
         self.module = self.graph = self.fused = self._network = None
 
     @property
+    def prepares_on_host(self) -> bool:
+        """The fused path pre-processes on its device (run below); the plain graph on the host (Backend.run)."""
+        return getattr(self, "fused", None) is None
+
+    @property
     def graphed(self) -> Optional[GraphedCall]:
         """The CUDA graphs of the network (cuda_graphs=True), else None."""
         return self._network if isinstance(self._network, GraphedCall) else None

@@ -214,6 +214,8 @@ class TritonRemoteBackend(Backend):
             raise BackendError(f"{self.url}: the server refused the request: {errors[0].decode('utf-8', 'replace')}")
         return result.as_numpy("anomaly_map"), result.as_numpy("score")
 
+    prepares_on_host = False  # the server pre-processes: run sends uint8 frames
+
     def run(self, frames: Sequence[np.ndarray], color_order: Union[str, Sequence[str]]) -> Tuple[np.ndarray, np.ndarray]:
         """Frames of any sizes -> one request per frame size (at most max_batch frames each), answers in order."""
         frames = list(frames)

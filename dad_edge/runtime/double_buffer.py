@@ -1,0 +1,46 @@
+"""Double buffering on the host: the next batch is prepared while the backend runs this one.
+
+A Detector call over many frames is a loop of two stages per batch: host work (decoding files,
+checking frames, resizing them to the model: ops.preprocess) and the backend's run on the
+prepared batch. In sequence, the accelerator waits while the host prepares, and the host waits
+while the accelerator runs. `double_buffered` prepares batch n+1 on one worker thread while the
+caller's thread runs batch n (ONNX Runtime, OpenVINO, TensorRT and torch release the GIL while
+they compute, and so do OpenCV's decode and resize), which is the "copy-in of batch n+1 overlaps
+compute of batch n" of a throughput pipeline, done where every backend can share it. Results come
+out in input order, and an exception in either stage surfaces where the sequential loop would
+have raised it: a batch's results are yielded before the next batch's preparation error.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+def double_buffered(chunks: Iterable[T], prepare: Callable[[T], P], run: Callable[[P], R],
+                    enabled: bool = True) -> Iterator[R]:
+    """Yield run(prepare(chunk)) for each chunk, in order.
+
+    enabled: prepare(chunk n+1) runs on a worker thread while run(prepare(chunk n)) runs on the
+    caller's thread, so at most two prepared chunks are alive at once; disabled (or a single
+    chunk) it is the plain loop. `run` always runs on the caller's thread: a backend's session,
+    engine or CUDA context is used from one thread only."""
+    chunks = iter(chunks)
+    if not enabled:
+        for chunk in chunks:
+            yield run(prepare(chunk))
+        return
+    try:
+        first = next(chunks)
+    except StopIteration:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dad_edge-prepare") as pool:
+        pending = pool.submit(prepare, first)
+        for chunk in chunks:
+            ready = pending.result()  # this chunk's preparation error is raised here, in order
+            pending = pool.submit(prepare, chunk)
+            yield run(ready)
+        yield run(pending.result())
