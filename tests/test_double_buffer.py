@@ -1,6 +1,7 @@
 """Double buffering (runtime/double_buffer.py): the next batch is prepared on a worker thread while
 this one runs, results in order, errors where the sequential loop raises them; the Detector's calls
 over many batches give the same numbers either way, on a real ONNX Runtime session."""
+import importlib.util
 import threading
 
 import numpy as np
@@ -90,7 +91,7 @@ def _frames(n):
 
 def test_detector_gives_the_same_numbers_pipelined_or_not(onnx_model):
     frames = _frames(9)
-    with dad_edge.Detector(onnx_model, batch_size=2) as det, \
+    with dad_edge.Detector(onnx_model, batch_size=2, pipeline=True) as det, \
             dad_edge.Detector(onnx_model, batch_size=2, pipeline=False) as plain:
         assert det.pipeline and not plain.pipeline
         maps, scores = det.infer_batch(frames, "RGB")
@@ -121,7 +122,7 @@ def test_run_items_keeps_order_and_bad_items_across_batches(onnx_model):
     frames = _frames(7)
     items = [Item(f"f{i}", array=f) for i, f in enumerate(frames)]
     items[3] = Item("broken", array=np.zeros((0, 5, 3), np.uint8))  # in the second batch
-    with dad_edge.Detector(onnx_model, batch_size=2, color_order="RGB") as det:
+    with dad_edge.Detector(onnx_model, batch_size=2, color_order="RGB", pipeline=True) as det:
         results = list(det.run_items(items))
         ok = [i for i in range(7) if i != 3]
         _, scores = det.infer_batch([frames[i] for i in ok], "RGB")
@@ -137,10 +138,33 @@ def test_a_backend_that_prepares_on_its_device_runs_whole(tmp_path):
     # The fused torch path pre-processes on its device (here the CPU forms of its kernels): nothing is split off.
     ckpt = write_checkpoint(tmp_path / "d.safetensors", preset("tiny"))
     frames = _frames(5)
-    with dad_edge.Detector(ckpt, device="cpu", fused=True, batch_size=2) as det, \
+    with dad_edge.Detector(ckpt, device="cpu", fused=True, batch_size=2, pipeline=True) as det, \
             dad_edge.Detector(ckpt, device="cpu", fused=True, batch_size=2, pipeline=False) as plain:
         assert det.backend.prepares_on_host is False
         maps, scores = det.infer_batch(frames, "RGB")
         ref_maps, ref_scores = plain.infer_batch(frames, "RGB")
     np.testing.assert_array_equal(scores, ref_scores)
     np.testing.assert_array_equal(maps, ref_maps)
+
+
+def test_on_by_default_off_the_host_cpu_only(onnx_model, tmp_path):
+    # A CPU backend's own threads fill the cores (benchmarks/README.md, session 27: 0.93-1.05x on 2 cores), so the
+    # automatic choice leaves it off there; a GPU backend (TensorRT, CUDA providers, torch on cuda) gets it.
+    with dad_edge.Detector(onnx_model) as ort_cpu:
+        assert ort_cpu.backend.device == "CPUExecutionProvider" and ort_cpu.pipeline is False
+    if importlib.util.find_spec("openvino") is not None:
+        with dad_edge.Detector(onnx_model, backend="openvino") as ov:
+            assert ov.pipeline is False
+    ckpt = write_checkpoint(tmp_path / "s.safetensors", preset("tiny", method="seg"))
+    with dad_edge.Detector(ckpt, device="cpu") as torch_cpu:
+        assert torch_cpu.pipeline is False
+    with dad_edge.Detector(ckpt, device="cpu", pipeline=True) as forced:
+        assert forced.pipeline is True
+    try:
+        import torch
+        gpu = torch.cuda.is_available()
+    except ImportError:
+        gpu = False
+    if gpu:
+        with dad_edge.Detector(ckpt, device="cuda") as on_gpu:
+            assert on_gpu.pipeline is True

@@ -69,7 +69,7 @@ class Detector:
                  half: bool = False, color_order: str = "BGR", batch_size: int = 8,
                  fused: Optional[bool] = None, cuda_graphs: bool = False,
                  image_threshold: Optional[float] = None, pixel_threshold: Optional[float] = None,
-                 sensitivity: Optional[float] = None, pipeline: bool = True):
+                 sensitivity: Optional[float] = None, pipeline: Optional[bool] = None):
         """`model`: .safetensors (torch), .onnx (ONNX Runtime), .plan / .engine (TensorRT).
 
             Detector("model.onnx")                        # the thresholds stored by calibrate / train
@@ -89,7 +89,9 @@ class Detector:
         along the calibrated scale as anomalib's post-processor does) decide instead of the file's
         thresholds: see set_thresholds. `calibrate` stays the way to store new defaults.
         pipeline: over more than one batch, read and resize the next batch on a worker thread while
-        the backend runs this one (runtime/double_buffer.py); False runs the stages in turn.
+        the backend runs this one (runtime/double_buffer.py); False runs the stages in turn. None
+        (default): on where the backend computes off the host CPU (a GPU), off on a CPU backend,
+        whose threads already fill the cores (2-core Xeon: 0.93-1.05x, benchmarks/README.md, session 27).
         """
         _check_options(color_order, batch_size)
         # Checked before the backend loads: a wrong value fails fast, naming itself.
@@ -97,7 +99,8 @@ class Detector:
         model = model if is_remote(model) else Path(model)  # a served model's URL (grpc://, http://) stays a string
         self._attach(model, load_backend(model, backend, device=device, half=half, fused=fused,
                                          cuda_graphs=cuda_graphs), color_order, batch_size)
-        self.pipeline = bool(pipeline)
+        if pipeline is not None:
+            self.pipeline = bool(pipeline)
         try:
             self.set_thresholds(image_threshold, pixel_threshold, sensitivity)
         except ConfigError:
@@ -133,7 +136,9 @@ class Detector:
         self.thresholds = self.calibrated_thresholds  # what results are decided with (set_thresholds)
         self.color_order = color_order
         self.batch_size = min(batch_size, backend.max_batch or batch_size)
-        self.pipeline = True  # double buffering across batches (runtime/double_buffer.py)
+        # Double buffering across batches (runtime/double_buffer.py) where the backend is not on the host CPU:
+        # "cpu", "CPUExecutionProvider", OpenVINO's "CPU".
+        self.pipeline = "cpu" not in str(backend.device).lower()
 
     def __repr__(self) -> str:
         c, t = self.config, self.thresholds
