@@ -49,6 +49,16 @@ def test_the_next_chunk_is_prepared_while_this_one_runs():
     assert overlapped == [False, False]
 
 
+def test_a_single_chunk_runs_on_the_callers_thread():
+    # A live stream calls the Detector once per batch: nothing to overlap, so no worker thread (and its start-up).
+    threads = []
+    assert list(double_buffered([5], lambda c: threads.append(threading.get_ident()) or c, lambda p: p)) == [5]
+    assert threads == [threading.get_ident()]
+    threads.clear()
+    list(double_buffered([5, 6], lambda c: threads.append(threading.get_ident()) or c, lambda p: p))
+    assert threading.get_ident() not in threads
+
+
 def test_a_preparation_error_comes_after_the_earlier_results():
     def prepare(i):
         if i == 2:

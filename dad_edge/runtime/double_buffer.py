@@ -13,11 +13,13 @@ have raised it: a batch's results are yielded before the next batch's preparatio
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 P = TypeVar("P")
 R = TypeVar("R")
+_END = object()  # no further chunk
 
 
 def double_buffered(chunks: Iterable[T], prepare: Callable[[T], P], run: Callable[[P], R],
@@ -25,21 +27,19 @@ def double_buffered(chunks: Iterable[T], prepare: Callable[[T], P], run: Callabl
     """Yield run(prepare(chunk)) for each chunk, in order.
 
     enabled: prepare(chunk n+1) runs on a worker thread while run(prepare(chunk n)) runs on the
-    caller's thread, so at most two prepared chunks are alive at once; disabled (or a single
-    chunk) it is the plain loop. `run` always runs on the caller's thread: a backend's session,
+    caller's thread, so at most two prepared chunks are alive at once; disabled, or for a single
+    chunk (a live stream's call), it is the plain loop on the caller's thread, no worker started. `run` always runs on the caller's thread: a backend's session,
     engine or CUDA context is used from one thread only."""
     chunks = iter(chunks)
-    if not enabled:
-        for chunk in chunks:
+    first = next(chunks, _END)
+    second = next(chunks, _END) if enabled and first is not _END else _END
+    if second is _END:  # disabled, or nothing to overlap (a live stream's one batch per call): no thread
+        for chunk in chunks if first is _END else chain([first], chunks):
             yield run(prepare(chunk))
-        return
-    try:
-        first = next(chunks)
-    except StopIteration:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dad_edge-prepare") as pool:
         pending = pool.submit(prepare, first)
-        for chunk in chunks:
+        for chunk in chain([second], chunks):
             ready = pending.result()  # this chunk's preparation error is raised here, in order
             pending = pool.submit(prepare, chunk)
             yield run(ready)
