@@ -39,24 +39,21 @@ LARGE_BATCH = 32
 TARGETS = discover()
 
 # (model, device, batch is 1) -> (timed rounds, warm-up calls), default and --full.
+ROUNDS_AS = {"compact-seg": "compact"}  # timed as compact (smaller, so no fewer rounds are needed)
 ROUNDS = {
     "default": {
         ("compact", "cpu", True): (20, 1), ("compact", "cpu", False): (2, 1),
-        ("compact-seg", "cpu", True): (20, 1), ("compact-seg", "cpu", False): (2, 1),
         ("efficientad-s", "cpu", True): (5, 1), ("efficientad-s", "cpu", False): None,
         ("paper", "cpu", True): (1, 0), ("paper", "cpu", False): None,
         ("compact", "cuda", True): (200, 20), ("compact", "cuda", False): (20, 3),
-        ("compact-seg", "cuda", True): (200, 20), ("compact-seg", "cuda", False): (20, 3),
         ("efficientad-s", "cuda", True): (200, 20), ("efficientad-s", "cuda", False): (20, 3),
         ("paper", "cuda", True): (20, 3), ("paper", "cuda", False): (3, 1),
     },
     "full": {
         ("compact", "cpu", True): (100, 3), ("compact", "cpu", False): (5, 1),
-        ("compact-seg", "cpu", True): (100, 3), ("compact-seg", "cpu", False): (5, 1),
         ("efficientad-s", "cpu", True): (20, 1), ("efficientad-s", "cpu", False): (2, 1),
         ("paper", "cpu", True): (3, 1), ("paper", "cpu", False): (1, 1),
         ("compact", "cuda", True): (1000, 1000), ("compact", "cuda", False): (100, 10),
-        ("compact-seg", "cuda", True): (1000, 1000), ("compact-seg", "cuda", False): (100, 10),
         ("efficientad-s", "cuda", True): (1000, 1000), ("efficientad-s", "cuda", False): (100, 10),
         ("paper", "cuda", True): (100, 10), ("paper", "cuda", False): (10, 2),
     },
@@ -69,12 +66,12 @@ def plan(model: str, target, batch: int, full: bool):
         return target.skip
     if model == "efficientad-s" and target.fused:
         return "the fused kernels and CUDA graphs are options of the dad_edge pipeline; the anchor is plain torch"
-    if model == "compact-seg" and target.fused:
-        return "the fused kernels run DiffusionAD's steps (runtime/fused.py); the seg method runs its plain graph"
+    if target.fused and harness.model_config(model).method != "diffusionad":
+        return f"the fused kernels run DiffusionAD's steps (runtime/fused.py); {model} runs its plain graph"
     slow = "slow on a CPU: run with --full"
     if not full and target.device == "cpu" and model == "paper" and (target.runtime != "torch" or target.fused):
         return slow
-    rounds = ROUNDS["full" if full else "default"][(model, target.device, batch == 1)]
+    rounds = ROUNDS["full" if full else "default"][(ROUNDS_AS.get(model, model), target.device, batch == 1)]
     return rounds if rounds is not None else slow
 
 

@@ -272,7 +272,7 @@ class Detector:
     def _backend_stage(prepared: Tuple[Any, ...]) -> Tuple[np.ndarray, np.ndarray]:
         """The rest of Backend.run on what _host_stage returned -> (maps (B, S, S), scores (B,))."""
         backend, *rest = prepared
-        return backend.infer(rest[0]) if len(rest) == 1 else backend.run(*rest)
+        return backend.infer(*rest) if backend.prepares_on_host else backend.run(*rest)
 
     def _open_backend(self):
         if self.closed:

@@ -136,7 +136,7 @@ class TorchBackend(Backend):
     @property
     def prepares_on_host(self) -> bool:
         """The fused path pre-processes on its device (run below); the plain graph on the host (Backend.run)."""
-        return getattr(self, "fused", None) is None
+        return self.fused is None
 
     @property
     def graphed(self) -> Optional[GraphedCall]:
