@@ -5,6 +5,9 @@
     torch-cuda-fp32, torch-cuda-fp16      torch backend on the GPU, without and with half=True
     torch-cuda-fp16-fused                 + the fused kernels (Detector(fused=True))
     torch-cuda-fp16-fused-graphs          + CUDA graphs (Detector(cuda_graphs=True))
+    torch-cpu-fp32-resident               the resident path (Detector(resident=True), runtime/resident.py) on the CPU
+    torch-cuda-fp16-resident[-graphs]     on the GPU: pinned uint8 in, one copy each way, two streams; + one CUDA
+                                          graph per batch shape for pre-processing, networks and score
     ort-cpu-fp32, ort-cuda-fp32           ONNX Runtime, CPU and CUDA execution providers
     ort-cpu-int8                          ONNX Runtime on the CPU, the INT8 (QDQ) ONNX file (export/quantize.py)
     openvino-cpu-fp32, openvino-cpu-int8  OpenVINO's CPU plugin on the same two ONNX files
@@ -92,6 +95,7 @@ def discover() -> List[Target]:
     trt = _tensorrt()
     plain, fused_opts = {"fused": False}, {"fused": True}
     graph_opts = {**fused_opts, "cuda_graphs": True}
+    resident = {"resident": True}  # fused left automatic: DiffusionAD's fused stages on a GPU, the plain graph else
     return [
         Target("torch-cpu-fp32", "torch", "cpu", "fp32", "checkpoint", plain),
         Target("torch-cpu-fp32-fused", "torch", "cpu", "fp32", "checkpoint", fused_opts),
@@ -99,6 +103,10 @@ def discover() -> List[Target]:
         Target("torch-cuda-fp16", "torch", "cuda", "fp16", "checkpoint", plain, skip=cuda),
         Target("torch-cuda-fp16-fused", "torch", "cuda", "fp16", "checkpoint", fused_opts, skip=cuda),
         Target("torch-cuda-fp16-fused-graphs", "torch", "cuda", "fp16", "checkpoint", graph_opts, skip=cuda),
+        Target("torch-cpu-fp32-resident", "torch", "cpu", "fp32", "checkpoint", resident),
+        Target("torch-cuda-fp16-resident", "torch", "cuda", "fp16", "checkpoint", resident, skip=cuda),
+        Target("torch-cuda-fp16-resident-graphs", "torch", "cuda", "fp16", "checkpoint",
+               {**resident, "cuda_graphs": True}, skip=cuda),
         Target("ort-cpu-fp32", "onnxruntime", "cpu", "fp32", "onnx", skip=no_ort),
         Target("ort-cpu-int8", "onnxruntime", "cpu", "int8", "onnx-int8", skip=no_ort),
         Target("openvino-cpu-fp32", "openvino", "cpu", "fp32", "onnx", skip=_openvino()),

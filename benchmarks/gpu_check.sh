@@ -15,7 +15,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 
-STEPS=${STEPS:-"tests gpu_kernels gpu_kernels_1080p gpu_pipeline gpu_pipeline_half latency double_buffer"}
+STEPS=${STEPS:-"tests gpu_kernels gpu_kernels_1080p gpu_pipeline gpu_pipeline_half latency double_buffer resident"}
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT/NAME.txt, go on either way
     local name=$1 limit=$2; shift 2
     [[ " $STEPS " == *" $name "* ]] || return 0
@@ -33,3 +33,5 @@ step gpu_pipeline_half 60 python3 benchmarks/gpu_pipeline.py --half --batch 1 64
 step latency 120 python3 -m pytest -q -s -p no:cacheprovider benchmarks/test_latency.py -k "cuda"
 # The host's decode + resize of batch n+1 overlapped with the GPU's batch n (runtime/double_buffer.py), side by side.
 step double_buffer 60 python3 -m pytest -q -s -p no:cacheprovider benchmarks/test_double_buffer.py -k "cuda or trt"
+# The resident path (pinned uint8 in, one copy each way, two streams, one graph per batch shape) against the host path.
+step resident 90 python3 -m pytest -q -s -p no:cacheprovider benchmarks/test_resident.py -k cuda

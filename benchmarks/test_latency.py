@@ -64,8 +64,9 @@ def plan(model: str, target, batch: int, full: bool):
     """(rounds, warm-up) for this case, or the reason it is skipped by default."""
     if target.skip:
         return target.skip
-    if model == "efficientad-s" and target.fused:
-        return "the fused kernels and CUDA graphs are options of the dad_edge pipeline; the anchor is plain torch"
+    if model == "efficientad-s" and (target.fused or target.options.get("resident")):
+        return ("the fused kernels, CUDA graphs and the resident path are options of the dad_edge pipeline; the anchor "
+                "is plain torch")
     if target.fused and harness.model_config(model).method != "diffusionad":
         return f"the fused kernels run DiffusionAD's steps (runtime/fused.py); {model} runs its plain graph"
     slow = "slow on a CPU: run with --full"

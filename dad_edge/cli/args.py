@@ -23,7 +23,7 @@ def positive_int(text: str) -> int:
 
 def add_runtime_arguments(p, precision: bool = True) -> None:
     """--backend and --device of a command that opens a model file; with `precision` also the
-    torch backend's --half and --cuda-graphs (predict, stream). Read back with runtime_kwargs()."""
+    torch backend's --half, --cuda-graphs and --resident (predict, stream, benchmark). Read back with runtime_kwargs()."""
     from dad_edge.runtime.backends import BACKENDS
 
     p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend the suffix picks")
@@ -32,11 +32,15 @@ def add_runtime_arguments(p, precision: bool = True) -> None:
         p.add_argument("--half", action="store_true", help="fp16 (torch backend on CUDA)")
         p.add_argument("--cuda-graphs", action="store_true",
                        help="replay the network from a CUDA graph per batch size (torch backend on CUDA)")
+        p.add_argument("--resident", action="store_true",
+                       help="uint8 frames through fixed pinned buffers, one copy each way per batch, two batches in "
+                            "flight (torch backend; with --cuda-graphs the whole call is one graph)")
 
 
 def runtime_kwargs(args) -> dict:
     """The Detector keyword arguments add_runtime_arguments(precision=True) parsed."""
-    return dict(backend=args.backend, device=args.device, half=args.half, cuda_graphs=args.cuda_graphs)
+    return dict(backend=args.backend, device=args.device, half=args.half, cuda_graphs=args.cuda_graphs,
+                resident=args.resident)
 
 
 def add_batch_argument(p, default: Optional[int], help: str) -> None:

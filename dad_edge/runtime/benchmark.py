@@ -73,7 +73,7 @@ def time_batch(det, frames: List[np.ndarray], seconds: float, warmup: int, min_c
 
 def benchmark_model(model, batches: Sequence[int] = (1,), backend: Optional[str] = None,
                     device: Optional[str] = None, half: bool = False, cuda_graphs: bool = False,
-                    frame_size: Optional[Tuple[int, int]] = None, seconds: float = 3.0, warmup: int = 3,
+                    resident: bool = False, frame_size: Optional[Tuple[int, int]] = None, seconds: float = 3.0, warmup: int = 3,
                     min_calls: int = 10, seed: int = 0) -> Dict[str, Any]:
     """Time `model` (a file) through a Detector at each batch size; a JSON-ready report.
 
@@ -84,7 +84,7 @@ def benchmark_model(model, batches: Sequence[int] = (1,), backend: Optional[str]
     from dad_edge.runtime.detector import Detector
 
     batches = _check(batches, seconds, warmup, min_calls)
-    with Detector(model, backend=backend, device=device, half=half, cuda_graphs=cuda_graphs,
+    with Detector(model, backend=backend, device=device, half=half, cuda_graphs=cuda_graphs, resident=resident,
                   batch_size=max(batches)) as det:
         c = det.config
         h, w = frame_size or (c.image_size, c.image_size)
@@ -97,7 +97,7 @@ def benchmark_model(model, batches: Sequence[int] = (1,), backend: Optional[str]
                   "precision": _precision(det), "input": [c.channels, c.image_size, c.image_size],
                   "frame": [h, w, c.channels], "machine": machine_info(),
                   "settings": {"seconds": seconds, "warmup": warmup, "min_calls": min_calls,
-                               "max_batch_per_call": det.batch_size},
+                               "max_batch_per_call": det.batch_size, "resident": resident},
                   "rows": rows}
     return report
 

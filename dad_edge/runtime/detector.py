@@ -28,7 +28,7 @@ import numpy as np
 
 from dad_edge.artifacts import metadata as md
 from dad_edge.runtime.backends import is_remote, load_backend
-from dad_edge.runtime.double_buffer import double_buffered
+from dad_edge.runtime.double_buffer import collected, double_buffered
 from dad_edge.artifacts.metadata import normalize_score
 from dad_edge.errors import ConfigError, DadEdgeError, DataError
 from dad_edge.data.imageio import read_image
@@ -69,7 +69,7 @@ class Detector:
                  half: bool = False, color_order: str = "BGR", batch_size: int = 8,
                  fused: Optional[bool] = None, cuda_graphs: bool = False,
                  image_threshold: Optional[float] = None, pixel_threshold: Optional[float] = None,
-                 sensitivity: Optional[float] = None, pipeline: Optional[bool] = None):
+                 sensitivity: Optional[float] = None, pipeline: Optional[bool] = None, resident: bool = False):
         """`model`: .safetensors (torch), .onnx (ONNX Runtime), .plan / .engine (TensorRT).
 
             Detector("model.onnx")                        # the thresholds stored by calibrate / train
@@ -92,13 +92,17 @@ class Detector:
         the backend runs this one (runtime/double_buffer.py); False runs the stages in turn. None
         (default): on where the backend computes off the host CPU (a GPU), off on a CPU backend,
         whose threads already fill the cores (2-core Xeon: 0.93-1.05x, benchmarks/README.md, session 27).
+        resident (torch backend): frames of one shape go to the device as uint8 through fixed pinned
+        buffers, one copy each way per batch, with pre-processing, networks and score in one call
+        (one CUDA graph with cuda_graphs=True), two batches in flight on two CUDA streams
+        (runtime/resident.py); on the CPU the same path without pinning, streams or graphs.
         """
         _check_options(color_order, batch_size)
         # Checked before the backend loads: a wrong value fails fast, naming itself.
         runtime_thresholds(md.Thresholds(0.5, 0.5), image_threshold, pixel_threshold, sensitivity)
         model = model if is_remote(model) else Path(model)  # a served model's URL (grpc://, http://) stays a string
         self._attach(model, load_backend(model, backend, device=device, half=half, fused=fused,
-                                         cuda_graphs=cuda_graphs), color_order, batch_size)
+                                         cuda_graphs=cuda_graphs, resident=resident), color_order, batch_size)
         if pipeline is not None:
             self.pipeline = bool(pipeline)
         try:
@@ -248,8 +252,9 @@ class Detector:
         chunks = [(list(frames[start:start + self.batch_size]), orders[start:start + self.batch_size])
                   for start in range(0, len(frames), self.batch_size)]
         maps, scores = [], []
-        for m, s in double_buffered(chunks, lambda c: self._host_stage(backend, *c), self._backend_stage,
-                                    enabled=self.pipeline):
+        submitted = double_buffered(chunks, lambda c: self._host_stage(backend, *c), self._backend_stage,
+                                    enabled=self.pipeline)
+        for m, s in collected(submitted, backend.collect, backend.in_flight):
             maps.append(m)
             scores.append(s)
         c = self.config
@@ -269,10 +274,12 @@ class Detector:
         return backend, frames, orders
 
     @staticmethod
-    def _backend_stage(prepared: Tuple[Any, ...]) -> Tuple[np.ndarray, np.ndarray]:
-        """The rest of Backend.run on what _host_stage returned -> (maps (B, S, S), scores (B,))."""
+    def _backend_stage(prepared: Tuple[Any, ...]) -> Any:
+        """The rest of Backend.run on what _host_stage returned, submitted: backend.collect(it) ->
+        (maps (B, S, S), scores (B,)). Up to backend.in_flight batches are submitted before the first
+        is collected (double_buffer.collected)."""
         backend, *rest = prepared
-        return backend.infer(*rest) if backend.prepares_on_host else backend.run(*rest)
+        return backend.infer(*rest) if backend.prepares_on_host else backend.submit(*rest)
 
     def _open_backend(self):
         if self.closed:
@@ -304,8 +311,9 @@ class Detector:
             raise ConfigError(f"color_order={order!r} must be one of {COLOR_ORDERS}")
         backend = self._open_backend()
         chunks = [items[start:start + self.batch_size] for start in range(0, len(items), self.batch_size)]
-        for slots in double_buffered(chunks, lambda chunk: self._read_chunk(backend, chunk, order, strict),
-                                     self._score_chunk, enabled=self.pipeline):
+        submitted = double_buffered(chunks, lambda chunk: self._read_chunk(backend, chunk, order, strict),
+                                    self._submit_chunk, enabled=self.pipeline)
+        for slots in collected(submitted, lambda s: self._score_chunk(backend, s), backend.in_flight):
             yield from slots
 
     def _read_chunk(self, backend, chunk: Sequence[Item], order: str, strict: bool) -> Tuple[Any, ...]:
@@ -331,13 +339,19 @@ class Detector:
         resize_s = (time.perf_counter() - t0) / max(len(ready), 1)
         return chunk, slots, ready, prepared, resize_s
 
-    def _score_chunk(self, read: Tuple[Any, ...]) -> List[Optional[Result]]:
-        """The backend stage of one batch from _read_chunk, then each frame's map and thresholds."""
+    def _submit_chunk(self, read: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        """The backend stage of one batch from _read_chunk, submitted (one backend call: the chunk is one batch)."""
         chunk, slots, ready, prepared, resize_s = read
+        t0 = time.perf_counter()
+        return read, (self._backend_stage(prepared) if ready else None), t0
+
+    def _score_chunk(self, backend, submitted: Tuple[Any, ...]) -> List[Optional[Result]]:
+        """A submitted batch's results collected, then each frame's map and thresholds."""
+        (chunk, slots, ready, prepared, resize_s), handle, t0 = submitted
         if ready:
-            t0 = time.perf_counter()
-            maps, scores = self._backend_stage(prepared)  # one backend call: the chunk is one batch
-            # The batch's time is shared out equally: per-image figures.
+            maps, scores = backend.collect(handle)
+            # Submit to collected (with two batches in flight, the wait behind the other one too),
+            # shared out equally: per-image figures.
             infer_s = (time.perf_counter() - t0) / len(ready)
             for (i, image, own_s), amap, score in zip(ready, maps, scores):
                 t0 = time.perf_counter()

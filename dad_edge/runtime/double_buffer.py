@@ -12,13 +12,15 @@ have raised it: a batch's results are yielded before the next batch's preparatio
 """
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Deque, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 P = TypeVar("P")
 R = TypeVar("R")
+H = TypeVar("H")
 _END = object()  # no further chunk
 
 
@@ -44,3 +46,38 @@ def double_buffered(chunks: Iterable[T], prepare: Callable[[T], P], run: Callabl
             pending = pool.submit(prepare, chunk)
             yield run(ready)
         yield run(pending.result())
+
+
+def collected(handles: Iterable[H], collect: Callable[[H], R], depth: int = 1) -> Iterator[R]:
+    """Yield collect(handle) for each handle, in order, pulling up to `depth` handles before collecting
+    the first: with handles from a backend's submit (Backend.submit / collect), batch n+1 is submitted
+    (its copy-in started on its own stream) before batch n is waited for. depth 1 is the plain loop.
+    An error while pulling the next handle (its preparation or submit) is raised after the handles
+    already pulled are collected and yielded, as the sequential loop would have yielded them."""
+    if depth < 1:
+        raise ValueError(f"depth={depth} must be >= 1")
+    handles = iter(handles)
+    pending: Deque[H] = deque()
+    try:
+        while True:
+            try:
+                handle = next(handles)
+            except StopIteration:
+                break
+            except BaseException:
+                while pending:
+                    yield collect(pending.popleft())
+                raise
+            pending.append(handle)
+            if len(pending) >= depth:
+                yield collect(pending.popleft())
+        while pending:
+            yield collect(pending.popleft())
+    finally:
+        # A caller that stops early (or an error in collect) leaves handles behind: they are still
+        # collected, results dropped, so that the backend's buffers are free for its next call.
+        while pending:
+            try:
+                collect(pending.popleft())
+            except Exception:  # the first error is the one that propagates
+                pass

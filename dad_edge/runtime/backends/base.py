@@ -37,6 +37,9 @@ class Backend(ABC):
     # run() is infer(prepare(...)): the Detector may prepare the next batch on the host while this one runs
     # (runtime/double_buffer.py). False for a backend that pre-processes on its device or on a server.
     prepares_on_host: bool = True
+    # Batches the Detector may submit before it collects the first (submit / collect below): 2 where a
+    # backend overlaps one batch's copy-in with another's compute (the torch backend's resident path).
+    in_flight: int = 1
 
     @abstractmethod
     def infer(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -55,6 +58,15 @@ class Backend(ABC):
         The one entry the Detector uses: pre-processing on the host (`prepare`), then one `infer`
         call for the whole batch. A backend that overrides run sets prepares_on_host to False."""
         return self.infer(self.prepare(frames, color_order))
+
+    def submit(self, frames: Sequence[np.ndarray], color_order: Union[str, Sequence[str]]) -> Any:
+        """Start run() on a batch and return a handle for `collect`. The default runs it to the end
+        here; a backend with in_flight > 1 returns before its device has finished."""
+        return self.run(frames, color_order)
+
+    def collect(self, handle: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """The result of a submitted batch (run()'s); each handle is collected once, in submit order."""
+        return handle
 
     def prepare(self, frames: Sequence[np.ndarray], color_order: Union[str, Sequence[str]]) -> np.ndarray:
         """run()'s host half: frames -> float32 (B, C, S, S) pixels 0..255 for `infer` (one

@@ -31,7 +31,8 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, path: Path, device: Optional[str] = None, half: bool = False,
-                 fused: Optional[bool] = None, fused_impl: Optional[str] = None, cuda_graphs: bool = False):
+                 fused: Optional[bool] = None, fused_impl: Optional[str] = None, cuda_graphs: bool = False,
+                 resident: bool = False):
         import torch
 
         from dad_edge.artifacts.checkpoint import load_model
@@ -41,7 +42,7 @@ class TorchBackend(Backend):
         model, meta = load_model(path, device=str(dev))
         self._grad_off = torch.inference_mode  # the model is this backend's own
         self._restore_training = False
-        self._setup(model, meta, dev, half, fused, fused_impl, cuda_graphs)
+        self._setup(model, meta, dev, half, fused, fused_impl, cuda_graphs, resident)
 
     @classmethod
     def from_module(cls, model, meta: Optional[Dict[str, Any]] = None, device: Optional[str] = None) -> "TorchBackend":
@@ -101,7 +102,7 @@ class TorchBackend(Backend):
         return dev
 
     def _setup(self, model, meta, dev, half: bool, fused: Optional[bool], fused_impl: Optional[str],
-               cuda_graphs: bool) -> None:
+               cuda_graphs: bool, resident: bool = False) -> None:
         from dad_edge.model.deploy_graph import DeployGraph
         from dad_edge.runtime.fused import FusedPipeline, fused_available
 
@@ -123,7 +124,12 @@ class TorchBackend(Backend):
         # With cuda_graphs: the network part captured once per batch size (cuda_graphs.py);
         # pre-processing (uploads of frames of any size) stays outside the graph.
         self._network = self.fused.stages if self.fused is not None else self.graph
-        if cuda_graphs:
+        self.resident = None
+        if resident:  # its graphs take the whole call, pre-processing included (resident.py)
+            from dad_edge.runtime.resident import ResidentPipeline, resident_forward
+            self.resident = ResidentPipeline(resident_forward(self), self.config.image_size, dev, graphs=cuda_graphs)
+            self.in_flight = 2
+        elif cuda_graphs:
             self._network = GraphedCall(self._network)
 
     def close(self) -> None:
@@ -131,12 +137,14 @@ class TorchBackend(Backend):
         module = getattr(self, "module", None)
         if module is not None and self._restore_training:
             module.train()
-        self.module = self.graph = self.fused = self._network = None
+        if getattr(self, "resident", None) is not None:
+            self.resident.close()
+        self.module = self.graph = self.fused = self._network = self.resident = None
 
     @property
     def prepares_on_host(self) -> bool:
-        """The fused path pre-processes on its device (run below); the plain graph on the host (Backend.run)."""
-        return self.fused is None
+        """The fused and resident paths pre-process on the device (run below); the plain graph on the host."""
+        return self.fused is None and self.resident is None
 
     @property
     def graphed(self) -> Optional[GraphedCall]:
@@ -162,9 +170,26 @@ class TorchBackend(Backend):
     def run(self, frames: Sequence[np.ndarray], color_order) -> Tuple[np.ndarray, np.ndarray]:
         """As Backend.run; the fused path pre-processes on its device instead of on the host
         (one call of its stages per colour order in the batch)."""
+        return self.collect(self.submit(frames, color_order))
+
+    def submit(self, frames: Sequence[np.ndarray], color_order):
+        """Backend.submit: a batch of one frame shape and colour order goes through the resident
+        pipeline (resident=True), which returns before the GPU has finished; any other batch runs now."""
         self._check_open()
+        frames = list(frames)
+        orders = [color_order] * len(frames) if isinstance(color_order, str) else list(color_order)
+        if self.resident is not None and self.resident.accepts(frames, orders):
+            with self._grad_off():
+                return self.resident.submit(frames, orders[0])
+        return self._run_now(frames, color_order)
+
+    def collect(self, handle):
+        from dad_edge.runtime.resident import Ticket
+        return self.resident.collect(handle) if isinstance(handle, Ticket) else handle
+
+    def _run_now(self, frames: Sequence[np.ndarray], color_order) -> Tuple[np.ndarray, np.ndarray]:
         if self.fused is None:
-            return super().run(frames, color_order)
+            return self.infer(self.prepare(frames, color_order))
         frames = list(frames)
         maps, scores = [None] * len(frames), np.empty(len(frames), np.float32)
         with self._grad_off():
