@@ -134,6 +134,30 @@ def test_resident_is_a_torch_option(models, tmp_path):
         ResidentPipeline(lambda f, o: None, 8, "cpu", graphs=True)
 
 
+def test_run_batches_reads_ahead_unless_told_not_to(models):
+    from dad_edge.runtime.inputs import Item
+
+    frames = _frames(6)
+    with dad_edge.Detector(models["seg"], device="cpu", batch_size=2, resident=True) as det:
+        for ahead, pulled_before_first in ((True, 2), (False, 1)):
+            pulled = []
+
+            def batches():
+                for i in range(0, 6, 2):
+                    pulled.append(i)
+                    yield [Item(f"f{j}", array=frames[j]) for j in (i, i + 1)]
+
+            out = det.run_batches(batches(), ahead=ahead)
+            first = next(out)
+            # ahead: batch 2 was submitted before batch 1's results came back (two in flight); a live
+            # camera's call (ahead=False) never takes a batch before the previous one is answered.
+            assert len(pulled) == pulled_before_first
+            rest = [r for results in out for r in results]
+            assert [r.source for r in first + rest] == [f"f{j}" for j in range(6)]
+        expected = det.predict(frames)
+        assert [r.score for r in first + rest] == pytest.approx([r.score for r in expected], abs=1e-6)
+
+
 def test_cli_takes_resident(models, tmp_path, capsys):
     import json
 

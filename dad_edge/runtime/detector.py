@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -306,15 +306,23 @@ class Detector:
         """Items (dad_edge.runtime.inputs.Item) -> Results, in batches; the stream's entry point.
         strict: raise on the first bad item instead of reporting it in its Result. The next batch is
         read and resized while the backend runs this one (self.pipeline; runtime/double_buffer.py)."""
+        chunks = [items[start:start + self.batch_size] for start in range(0, len(items), self.batch_size)]
+        for slots in self.run_batches(chunks, color_order, strict):
+            yield from slots
+
+    def run_batches(self, batches: Iterable[Sequence[Item]], color_order: Optional[str] = None,
+                    strict: bool = False, ahead: bool = True) -> Iterator[List[Result]]:
+        """Batches of items (each one backend call) -> each batch's Results, in order. With `ahead`,
+        batch n+1 is taken from `batches` and read (self.pipeline) or submitted (backend.in_flight)
+        before batch n's results are yielded; a live camera passes ahead=False, so that no result
+        waits for the next frame to arrive."""
         order = color_order or self.color_order
         if order not in COLOR_ORDERS:
             raise ConfigError(f"color_order={order!r} must be one of {COLOR_ORDERS}")
         backend = self._open_backend()
-        chunks = [items[start:start + self.batch_size] for start in range(0, len(items), self.batch_size)]
-        submitted = double_buffered(chunks, lambda chunk: self._read_chunk(backend, chunk, order, strict),
-                                    self._submit_chunk, enabled=self.pipeline)
-        for slots in collected(submitted, lambda s: self._score_chunk(backend, s), backend.in_flight):
-            yield from slots
+        submitted = double_buffered(batches, lambda chunk: self._read_chunk(backend, chunk, order, strict),
+                                    self._submit_chunk, enabled=self.pipeline and ahead)
+        yield from collected(submitted, lambda s: self._score_chunk(backend, s), backend.in_flight if ahead else 1)
 
     def _read_chunk(self, backend, chunk: Sequence[Item], order: str, strict: bool) -> Tuple[Any, ...]:
         """The host stage of one batch of items: read and check each (a bad one gets its error Result),

@@ -127,16 +127,6 @@ class StreamStats:
                 f"reconnects {self.reconnects}")
 
 
-def infer_frames(det, frames: List[np.ndarray], names: List[str], color_order: str) -> List[Result]:
-    """A Detector's three stages on in-memory frames, in one call of its backend per batch.
-
-    The adapter to Detector.run_items (check, Detector.infer_batch, map back to the frame's size
-    and thresholds, with per-stage timing): a frame it cannot use comes back as a Result with
-    `error` set.
-    """
-    return list(det.run_items([Item(n, array=f) for n, f in zip(names, frames)], color_order))
-
-
 class Stream:
     """Results of a Detector on a camera, network stream, video file or image folder, frame by frame.
 
@@ -185,14 +175,23 @@ class Stream:
         finally:
             self.close()
 
-    def _results(self) -> Iterator[StreamResult]:
-        last_log = time.perf_counter()
+    def _batches(self, pulled: "deque[List[_Captured]]") -> Iterator[List[Item]]:
+        """The queued frames as batches of Items, each also appended to `pulled` (for its capture times)."""
         while True:
             batch = self._next_batch()
             if not batch:
-                break
-            results = infer_frames(self.detector, [c.frame for c in batch], [c.name for c in batch],
-                                   self.color_order)
+                return
+            pulled.append(batch)
+            yield [Item(c.name, array=c.frame) for c in batch]
+
+    def _results(self) -> Iterator[StreamResult]:
+        last_log = time.perf_counter()
+        pulled: "deque[List[_Captured]]" = deque()
+        # A file or folder is read ahead (the next batch read and submitted while this one computes:
+        # Detector.run_batches); a live source is not, or a result would wait for the next frame to arrive.
+        for results in self.detector.run_batches(self._batches(pulled), self.color_order,
+                                                 ahead=not self.source.live):
+            batch = pulled.popleft()
             done = time.perf_counter()
             for captured, r in zip(batch, results):
                 if not r.ok:
