@@ -9,7 +9,6 @@
   is benchmarks/gpu_kernels.py's job.
 """
 import ctypes
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,10 +22,9 @@ from dad_edge.kernels.preprocess_noise_ref import preprocess_noise_ref
 from dad_edge.kernels.score_ref import gaussian_taps, score_ref
 from dad_edge.data.preprocess import OFFSET, SCALE
 
+from cuda_emu_support import KERNEL_DIR, SOURCES, build_emulated_kernels
 from kernel_cases import COEFS, PREPROCESS_CASES, SCORE_CASES, combine_inputs, frames, maps, noise
 
-KERNEL_DIR = Path(cuda_loader.__file__).parent
-SOURCES = sorted(KERNEL_DIR.glob("*.cu"))
 ARCHS = (87, 90)
 
 
@@ -95,48 +93,12 @@ def test_stale_fat_binaries_are_ignored(tmp_path, monkeypatch):
 # -- the kernels, run on the CPU through the loader's launch code ----------------------------
 
 
-def kernel_signatures():
-    """extern "C" kernel name -> argument kinds (p, l, i, f) parsed from the .cu sources."""
-    sigs = {}
-    for src in SOURCES:
-        text = re.sub(r"//[^\n]*", "", src.read_text())
-        for name, params in re.findall(r'extern "C" __global__ void (\w+)\((.*?)\)\s*\{', text, re.S):
-            kinds = []
-            for p in params.split(","):
-                p = " ".join(p.split())
-                kinds.append("p" if "*" in p else "l" if "long long" in p else "f" if p.startswith("float") else "i")
-            sigs[name] = kinds
-    return sigs
-
-
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
     """CudaKernels whose launches run tests/cuda_emu's CPU build of the .cu files."""
-    cxx = shutil.which("g++") or shutil.which("clang++")
-    if cxx is None:
+    kernels = build_emulated_kernels(tmp_path_factory.mktemp("emu"))
+    if kernels is None:
         pytest.skip("no C++ compiler for the CPU emulation of the CUDA kernels")
-    lib_path = tmp_path_factory.mktemp("emu") / "emu.so"
-    here = Path(__file__).parent / "cuda_emu"
-    proc = subprocess.run([cxx, "-std=c++17", "-O1", "-ffp-contract=off", "-pthread", "-shared", "-fPIC",
-                           f"-I{KERNEL_DIR}", "-o", str(lib_path), str(here / "emu.cpp")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    lib = ctypes.CDLL(str(lib_path))
-    lib.emu_launch_kernel.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p]
-    sigs = kernel_signatures()
-    launches = []
-
-    def launch(kernel, grid, args, stream=0):
-        assert [kind for kind, _ in args] == sigs[kernel], f"{kernel}: loader arguments differ from the .cu signature"
-        values = [cuda_loader._arg(kind, value) for kind, value in args]
-        params = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
-        gx, gy = (tuple(grid) + (1,))[:2]
-        assert lib.emu_launch_kernel(kernel.encode(), gx, gy, cuda_loader.THREADS, ctypes.addressof(params)) == 0
-        launches.append(kernel)
-
-    kernels = object.__new__(cuda_loader.CudaKernels)  # no GPU: skip __init__'s driver calls
-    kernels.launch = launch
-    kernels.launches = launches
     return kernels
 
 

@@ -128,7 +128,7 @@ def test_a_resident_batch_must_be_one_shape():
 def test_resident_is_a_torch_option(models, tmp_path):
     onnx = tmp_path / "m.onnx"
     export_onnx(models["seg"], onnx)
-    with pytest.raises(ConfigError, match="resident=True applies to the torch backend"):
+    with pytest.raises(ConfigError, match="resident=True applies to the torch and tensorrt backends; .* on onnxruntime"):
         dad_edge.Detector(onnx, resident=True)
     with pytest.raises(BackendError, match="CUDA graphs need a CUDA device"):
         ResidentPipeline(lambda f, o: None, 8, "cpu", graphs=True)
@@ -169,7 +169,7 @@ def test_cli_takes_resident(models, tmp_path, capsys):
     onnx = tmp_path / "m.onnx"
     export_onnx(models["seg"], onnx)
     assert cli_main(["predict", str(onnx), str(frame), "--resident"]) != 0
-    assert "resident=True applies to the torch backend" in capsys.readouterr().err
+    assert "resident=True applies to the torch and tensorrt backends" in capsys.readouterr().err
     out = tmp_path / "bench.json"
     assert cli_main(["benchmark", str(models["seg"]), "--device", "cpu", "--resident", "--seconds", "0.2",
                      "--warmup", "1", "--json", str(out)]) == 0

@@ -33,8 +33,8 @@ def add_runtime_arguments(p, precision: bool = True) -> None:
         p.add_argument("--cuda-graphs", action="store_true",
                        help="replay the network from a CUDA graph per batch size (torch backend on CUDA)")
         p.add_argument("--resident", action="store_true",
-                       help="uint8 frames through fixed pinned buffers, one copy each way per batch, two batches in "
-                            "flight (torch backend; with --cuda-graphs the whole call is one graph)")
+                       help="uint8 frames through fixed pinned buffers, one copy each way per batch, resized on the "
+                            "GPU (torch: two batches in flight, one graph with --cuda-graphs; TensorRT: one graph)")
 
 
 def runtime_kwargs(args) -> dict:

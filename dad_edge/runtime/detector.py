@@ -92,10 +92,12 @@ class Detector:
         the backend runs this one (runtime/double_buffer.py); False runs the stages in turn. None
         (default): on where the backend computes off the host CPU (a GPU), off on a CPU backend,
         whose threads already fill the cores (2-core Xeon: 0.93-1.05x, benchmarks/README.md, session 27).
-        resident (torch backend): frames of one shape go to the device as uint8 through fixed pinned
-        buffers, one copy each way per batch, with pre-processing, networks and score in one call
-        (one CUDA graph with cuda_graphs=True), two batches in flight on two CUDA streams
-        (runtime/resident.py); on the CPU the same path without pinning, streams or graphs.
+        resident (torch and TensorRT backends): frames of one shape go to the device as uint8 through
+        fixed pinned buffers, one copy each way per batch, pre-processing on the device. torch: the
+        networks and score in the same call (one CUDA graph with cuda_graphs=True), two batches in
+        flight on two CUDA streams (runtime/resident.py; on the CPU the same path without pinning,
+        streams or graphs); TensorRT: the CUDA C resize kernel into the engine's input and the whole
+        call in one CUDA graph per batch shape (backends/tensorrt_resident.py).
         """
         _check_options(color_order, batch_size)
         # Checked before the backend loads: a wrong value fails fast, naming itself.

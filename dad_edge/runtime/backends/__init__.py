@@ -22,7 +22,8 @@ BACKENDS = {
     "openvino": ("openvino_backend", "OpenVINOBackend"),  # an .onnx file or an OpenVINO IR (.xml + .bin)
 }
 KINDS = {"torch": "checkpoint", "onnxruntime": "onnx", "tensorrt": "tensorrt", "openvino": "onnx"}
-TORCH_ONLY = ("resident",)  # options only the torch backend has (runtime/resident.py)
+# Options only some backends have -> those backends (runtime/resident.py, backends/tensorrt_resident.py).
+OPTION_BACKENDS = {"resident": ("torch", "tensorrt")}
 # A model served by `dad-edge serve` (Triton): a URL, not a file; triton_remote_backend.py.
 REMOTE_SCHEMES = ("grpc://", "http://")
 
@@ -47,20 +48,17 @@ def backend_name(path, backend: Optional[str] = None) -> str:
 
 def load_backend(path, backend: Optional[str] = None, **options: Any) -> Backend:
     """Open `path` with its backend; `options` (device, half) go to the backend's constructor.
-    `resident` (TORCH_ONLY) goes to the torch backend only: asked of another, it is an error."""
-    torch_only = {k: options.pop(k) for k in TORCH_ONLY if k in options}
-    asked = sorted(k for k, v in torch_only.items() if v)
+    An option of OPTION_BACKENDS goes to the backends that have it: asked of another, it is an error."""
+    limited = {k: options.pop(k) for k in OPTION_BACKENDS if k in options}
     if is_remote(path):
         if backend not in (None, "triton"):
             raise BackendError(f"{path} is a served model; backend={backend!r} applies to model files")
         from dad_edge.runtime.backends.triton_remote_backend import TritonRemoteBackend
-        _torch_only(asked, path)
+        _check_limited(limited, "triton", path)
         return TritonRemoteBackend(path, **options)
     name = backend_name(path, backend)
-    if name == "torch":
-        options.update(torch_only)
-    else:
-        _torch_only(asked, path)
+    _check_limited(limited, name, path)
+    options.update({k: v for k, v in limited.items() if name in OPTION_BACKENDS[k]})
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such model file; give the path of a model.safetensors, "
                               ".onnx or .plan/.engine file")
@@ -69,7 +67,8 @@ def load_backend(path, backend: Optional[str] = None, **options: Any) -> Backend
     return getattr(module, class_name)(Path(path), **options)
 
 
-def _torch_only(asked, path) -> None:
-    if asked:
-        raise ConfigError(f"{asked[0]}=True applies to the torch backend (a .safetensors checkpoint); {path} runs on "
-                          "another runtime")
+def _check_limited(limited, name: str, path) -> None:
+    for option, value in sorted(limited.items()):
+        if value and name not in OPTION_BACKENDS[option]:
+            raise ConfigError(f"{option}=True applies to the {' and '.join(OPTION_BACKENDS[option])} backends; {path} "
+                              f"runs on {name}")

@@ -1,13 +1,14 @@
 """The few CUDA runtime calls the TensorRT path needs, through NVIDIA's cuda-python.
 
-Device memory, an explicit stream, host<->device copies and the GPU's compute
-capability, without torch or pycuda. cuda-python 12.6+ names the module
+Device memory, page-locked host memory, an explicit stream, host<->device copies, stream
+capture into CUDA graphs and the GPU's compute capability, without torch or pycuda. cuda-python 12.6+ names the module
 cuda.bindings.runtime; older releases (those of JetPack 5) name it cuda.cudart. Every
 call returns (error, *values); `_check` turns an error into a BackendError.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import ctypes
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -46,6 +47,31 @@ class DeviceBuffer:
     def close(self) -> None:
         if self.ptr:
             self.cuda.call("cudaFree", self.ptr)
+            self.ptr = 0
+
+
+class PinnedBuffer:
+    """Page-locked host memory of a fixed size (cudaMallocHost), freed by close(): copies from and to it
+    run asynchronously, and a CUDA graph can capture them (copies of pageable memory cannot be captured)."""
+
+    def __init__(self, cuda: "Cuda", nbytes: int):
+        self.cuda = cuda
+        self.nbytes = nbytes
+        self.ptr = int(cuda.call("cudaMallocHost", nbytes))
+
+    def array(self, dtype, shape: Tuple[int, ...]) -> np.ndarray:
+        """A numpy view of the buffer's first bytes as `shape` of `dtype` (valid until close())."""
+        count = int(np.prod(shape, dtype=np.int64))
+        nbytes = count * np.dtype(dtype).itemsize
+        if nbytes > self.nbytes:
+            raise BackendError(f"{shape} {np.dtype(dtype)} ({nbytes} bytes) does not fit a {self.nbytes}-byte "
+                               "pinned buffer")
+        raw = (ctypes.c_uint8 * nbytes).from_address(self.ptr)
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+    def close(self) -> None:
+        if self.ptr:
+            self.cuda.call("cudaFreeHost", self.ptr)
             self.ptr = 0
 
 
@@ -98,3 +124,30 @@ class Cuda:
     def to_host(self, dst: np.ndarray, src: DeviceBuffer, stream: Any) -> None:
         self.call("cudaMemcpyAsync", dst.ctypes.data, src.ptr, dst.nbytes,
                   self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
+
+    def copy_async(self, dst: int, src: int, nbytes: int, to_device: bool, stream: Any) -> None:
+        """cudaMemcpyAsync between two addresses (device and pinned host memory) on `stream`."""
+        kind = self.rt.cudaMemcpyKind
+        self.call("cudaMemcpyAsync", dst, src, nbytes,
+                  kind.cudaMemcpyHostToDevice if to_device else kind.cudaMemcpyDeviceToHost, stream)
+
+    # -- CUDA graphs: stream capture, as TensorRT's developer guide shows it for enqueueV3 -------------
+
+    def begin_capture(self, stream: Any) -> None:
+        """Work enqueued on `stream` from this thread is recorded, not run, until end_capture."""
+        self.call("cudaStreamBeginCapture", stream, self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+
+    def end_capture(self, stream: Any) -> Any:
+        """-> the executable graph of what was recorded (the recorded graph itself is released)."""
+        graph = self.call("cudaStreamEndCapture", stream)
+        try:
+            # cudaGraphInstantiateWithFlags: the same signature in cuda-python 11.x (JetPack 5) and 12+.
+            return self.call("cudaGraphInstantiateWithFlags", graph, 0)
+        finally:
+            self.call("cudaGraphDestroy", graph)
+
+    def launch_graph(self, graph_exec: Any, stream: Any) -> None:
+        self.call("cudaGraphLaunch", graph_exec, stream)
+
+    def destroy_graph_exec(self, graph_exec: Any) -> None:
+        self.call("cudaGraphExecDestroy", graph_exec)

@@ -6,6 +6,10 @@ set_tensor_address / execute_async_v3. That API exists since TensorRT 8.5, so th
 code serves TensorRT 10 and TensorRT 8.6 of JetPack 5. An engine only runs with the
 TensorRT release and GPU architecture it was built for: both are checked against the
 header before deserialising, with a message that says how to rebuild.
+
+resident=True: uint8 frames of one shape go to the GPU through pinned buffers, are resized there by
+the CUDA C pre-processing kernel straight into the engine's input, and the whole call replays from one
+CUDA graph per batch shape (tensorrt_resident.py); other batches take the host path below.
 """
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, path: Path, device: Optional[str] = None, half: bool = False,
-                 fused: Optional[bool] = None, cuda_graphs: bool = False):
+                 fused: Optional[bool] = None, cuda_graphs: bool = False, resident: bool = False):
         self.reject_torch_options(fused, cuda_graphs)
         from dad_edge.artifacts.engine_file import read_engine_file
 
@@ -95,6 +99,24 @@ class TensorRTBackend(Backend):
         self.buffers: Dict[str, DeviceBuffer] = {}
         self.capacity = 0  # images the current buffers hold
         self.device = f"cuda:{self.cuda.index} ({gpu})"
+        self.input_shape = tuple(int(d) for d in self.engine.get_tensor_shape(INPUT_NAME))[1:]  # (C, S, S)
+        self.resident = None
+        if resident:
+            from dad_edge.runtime.backends.tensorrt_resident import TensorRTResident
+            self.resident = TensorRTResident(self)
+
+    @property
+    def prepares_on_host(self) -> bool:
+        """The resident path pre-processes on the GPU (run below); the plain one on the host."""
+        return self.resident is None
+
+    def run(self, frames, color_order) -> Tuple[np.ndarray, np.ndarray]:
+        """Backend.run; a batch the resident path takes (one frame shape and colour order) goes through it."""
+        frames = list(frames)
+        orders = [color_order] * len(frames) if isinstance(color_order, str) else list(color_order)
+        if self.resident is not None and self.resident.accepts(frames, orders):
+            return self.resident.run(frames, orders[0])
+        return self.infer(self.prepare(frames, color_order))
 
     def _reserve(self, batch: int) -> None:
         """Allocate once; re-allocate only when a larger batch than ever before comes."""
@@ -130,6 +152,9 @@ class TensorRTBackend(Backend):
         return maps[:b, 0].astype(np.float32), scores[:b].astype(np.float32)
 
     def close(self) -> None:
+        if getattr(self, "resident", None) is not None:
+            self.resident.close()
+            self.resident = None
         for buf in self.buffers.values():
             buf.close()
         self.buffers, self.capacity = {}, 0
