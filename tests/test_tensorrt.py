@@ -210,3 +210,8 @@ def test_real_engine_matches_onnxruntime(onnx_model, tmp_path):
         score_diff = max(abs(a.score - b.score) for a, b in zip(got, expected))
         print(f"\nTensorRT {precision} vs ONNX Runtime: max |map diff| {map_diff:.2e}, max |score diff| {score_diff:.2e}")
         assert map_diff <= tol and score_diff <= tol
+        same = [f[:40] for f in batch]  # frames of one shape: the resident path (tensorrt_resident.py) takes them
+        with dad_edge.Detector(plan) as det, dad_edge.Detector(plan, resident=True) as resident:
+            for _ in range(2):  # the second call replays the captured graph
+                np.testing.assert_allclose(resident.infer_batch(same)[1], det.infer_batch(same)[1], atol=1e-4)
+            assert resident.backend.resident.captures >= 1
