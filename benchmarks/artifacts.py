@@ -112,7 +112,7 @@ class Artifacts:
     def detector(self, model: str, target: Target, batch: int) -> dad_edge.Detector:
         """The Detector that runs `model` on `target`, `batch` frames per backend call."""
         if target.artifact == "engine":
-            return dad_edge.Detector(self.engine(model, target.precision, batch), batch_size=batch)
+            return dad_edge.Detector(self.engine(model, target.precision, batch), batch_size=batch, **target.options)
         if target.artifact in ("onnx", "onnx-int8"):
             path = self.onnx(model) if target.artifact == "onnx" else self.onnx_int8(model)
             return dad_edge.Detector(path, batch_size=batch, **target.detector_kwargs())

@@ -12,6 +12,7 @@
     ort-cpu-int8                          ONNX Runtime on the CPU, the INT8 (QDQ) ONNX file (export/quantize.py)
     openvino-cpu-fp32, openvino-cpu-int8  OpenVINO's CPU plugin on the same two ONNX files
     trt-fp16, trt-int8                    TensorRT engines built here from the ONNX file
+    trt-fp16-resident                     + uint8 in, the CUDA C resize kernel, one CUDA graph per batch shape
 
 Nothing is installed or moved: a target whose runtime, provider or GPU is missing is kept in
 the list with `skip` set to why, and the tests skip it with that reason. The torch targets
@@ -114,6 +115,7 @@ def discover() -> List[Target]:
         Target("ort-cuda-fp32", "onnxruntime", "cuda", "fp32", "onnx", skip=no_ort_cuda),
         Target("trt-fp16", "tensorrt", "cuda", "fp16", "engine", skip=trt),
         Target("trt-int8", "tensorrt", "cuda", "int8", "engine", skip=trt),
+        Target("trt-fp16-resident", "tensorrt", "cuda", "fp16", "engine", resident, skip=trt),
     ]
 
 

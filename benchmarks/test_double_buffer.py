@@ -20,8 +20,8 @@ import harness
 from backends import discover
 from conftest import DATA
 
-TARGETS = [t for t in discover() if t.runtime in ("onnxruntime", "openvino", "tensorrt")
-           or (t.runtime == "torch" and not t.fused)]
+TARGETS = [t for t in discover() if not t.options.get("resident")  # test_resident.py times those
+           and (t.runtime in ("onnxruntime", "openvino", "tensorrt") or (t.runtime == "torch" and not t.fused))]
 IMAGES, BATCH, ROUNDS = 64, 8, 5
 
 
