@@ -1,4 +1,4 @@
-"""What the field uses to run a convolutional net fast on a GPU, each measured on the exported function (issue #14 item 3).
+"""What the field uses to run a convolutional net fast on a GPU, measured on the exported function (#14 item 3).
 
     python benchmarks/gpu_variants.py                          # compact, 256x256, batch 1 and 64
     python benchmarks/gpu_variants.py --preset compact --method seg --batch 1 64

@@ -128,7 +128,7 @@ def test_a_resident_batch_must_be_one_shape():
 def test_resident_is_a_torch_option(models, tmp_path):
     onnx = tmp_path / "m.onnx"
     export_onnx(models["seg"], onnx)
-    with pytest.raises(ConfigError, match="resident=True applies to the torch and tensorrt backends; .* on onnxruntime"):
+    with pytest.raises(ConfigError, match="resident=True applies to the torch and tensorrt backends; .* onnxruntime"):
         dad_edge.Detector(onnx, resident=True)
     with pytest.raises(BackendError, match="CUDA graphs need a CUDA device"):
         ResidentPipeline(lambda f, o: None, 8, "cpu", graphs=True)

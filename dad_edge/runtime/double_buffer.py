@@ -9,6 +9,10 @@ they compute, and so do OpenCV's decode and resize), which is the "copy-in of ba
 compute of batch n" of a throughput pipeline, done where every backend can share it. Results come
 out in input order, and an exception in either stage surfaces where the sequential loop would
 have raised it: a batch's results are yielded before the next batch's preparation error.
+
+`collected` is the device side of the same idea: with a backend that returns from submit before
+its device has finished (Backend.submit / collect, the resident paths), batch n+1 is submitted
+before batch n is waited for, so its copy-in runs on one stream while batch n computes on another.
 """
 from __future__ import annotations
 
@@ -30,8 +34,10 @@ def double_buffered(chunks: Iterable[T], prepare: Callable[[T], P], run: Callabl
 
     enabled: prepare(chunk n+1) runs on a worker thread while run(prepare(chunk n)) runs on the
     caller's thread, so at most two prepared chunks are alive at once; disabled, or for a single
-    chunk (a live stream's call), it is the plain loop on the caller's thread, no worker started. `run` always runs on the caller's thread: a backend's session,
-    engine or CUDA context is used from one thread only."""
+    chunk, it is the plain loop on the caller's thread, no worker started. `run` always runs on the
+    caller's thread: a backend's session, engine or CUDA context is used from one thread only. Chunks
+    are taken from `chunks` one ahead when enabled, only as they are run otherwise (a live camera's
+    batches: Detector.run_batches(ahead=False))."""
     chunks = iter(chunks)
     first = next(chunks, _END)
     second = next(chunks, _END) if enabled and first is not _END else _END

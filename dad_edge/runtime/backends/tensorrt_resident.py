@@ -1,4 +1,4 @@
-"""The TensorRT backend's resident call (TensorRTBackend(resident=True)): uint8 frames in, one CUDA graph per batch shape.
+"""TensorRTBackend(resident=True): uint8 frames in, pre-processing on the GPU, one CUDA graph per batch shape.
 
 For a batch of frames of one shape and colour order:
 
