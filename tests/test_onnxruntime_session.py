@@ -45,3 +45,18 @@ def test_settings_reach_the_session_and_change_no_number(onnx_file):
 def test_bad_settings(onnx_file, session, match):
     with pytest.raises(ConfigError, match=match):
         OnnxRuntimeBackend(onnx_file, device="cpu", session=session)
+
+
+def test_the_detector_passes_session_settings_to_onnxruntime_only(onnx_file):
+    import dad_edge
+
+    with dad_edge.Detector(onnx_file, session={"allow_spinning": True, "intra_op_num_threads": 1}) as det:
+        options = det.backend.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+        assert options.intra_op_num_threads == 1
+    with pytest.raises(ConfigError, match="threads"):  # checked by the backend, named
+        dad_edge.Detector(onnx_file, session={"threads": 2})
+    checkpoint = onnx_file.with_suffix(".safetensors")
+    with pytest.raises(ConfigError, match=r"session=\{'allow_spinning': True\} applies to the onnxruntime backend; "
+                                          r".* runs on torch"):
+        dad_edge.Detector(checkpoint, session={"allow_spinning": True})

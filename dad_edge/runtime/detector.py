@@ -69,7 +69,8 @@ class Detector:
                  half: bool = False, color_order: str = "BGR", batch_size: int = 8,
                  fused: Optional[bool] = None, cuda_graphs: bool = False,
                  image_threshold: Optional[float] = None, pixel_threshold: Optional[float] = None,
-                 sensitivity: Optional[float] = None, pipeline: Optional[bool] = None, resident: bool = False):
+                 sensitivity: Optional[float] = None, pipeline: Optional[bool] = None, resident: bool = False,
+                 session: Optional[Dict[str, Any]] = None):
         """`model`: .safetensors (torch), .onnx (ONNX Runtime), .plan / .engine (TensorRT).
 
             Detector("model.onnx")                        # the thresholds stored by calibrate / train
@@ -98,13 +99,16 @@ class Detector:
         flight on two CUDA streams (runtime/resident.py; on the CPU the same path without pinning,
         streams or graphs); TensorRT: the CUDA C resize kernel into the engine's input and the whole
         call in one CUDA graph per batch shape (backends/tensorrt_resident.py).
+        session (ONNX Runtime): settings over the backend's SESSION, e.g. {"allow_spinning": True}
+        (6-10 % faster on an idle 2-core Xeon, slower on a shared CPU: benchmarks/README.md, session 28).
         """
         _check_options(color_order, batch_size)
         # Checked before the backend loads: a wrong value fails fast, naming itself.
         runtime_thresholds(md.Thresholds(0.5, 0.5), image_threshold, pixel_threshold, sensitivity)
         model = model if is_remote(model) else Path(model)  # a served model's URL (grpc://, http://) stays a string
         self._attach(model, load_backend(model, backend, device=device, half=half, fused=fused,
-                                         cuda_graphs=cuda_graphs, resident=resident), color_order, batch_size)
+                                         cuda_graphs=cuda_graphs, resident=resident, session=session),
+                     color_order, batch_size)
         if pipeline is not None:
             self.pipeline = bool(pipeline)
         try:

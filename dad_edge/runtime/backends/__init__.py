@@ -23,7 +23,7 @@ BACKENDS = {
 }
 KINDS = {"torch": "checkpoint", "onnxruntime": "onnx", "tensorrt": "tensorrt", "openvino": "onnx"}
 # Options only some backends have -> those backends (runtime/resident.py, backends/tensorrt_resident.py).
-OPTION_BACKENDS = {"resident": ("torch", "tensorrt")}
+OPTION_BACKENDS = {"resident": ("torch", "tensorrt"), "session": ("onnxruntime",)}
 # A model served by `dad-edge serve` (Triton): a URL, not a file; triton_remote_backend.py.
 REMOTE_SCHEMES = ("grpc://", "http://")
 
@@ -70,5 +70,5 @@ def load_backend(path, backend: Optional[str] = None, **options: Any) -> Backend
 def _check_limited(limited, name: str, path) -> None:
     for option, value in sorted(limited.items()):
         if value and name not in OPTION_BACKENDS[option]:
-            raise ConfigError(f"{option}=True applies to the {' and '.join(OPTION_BACKENDS[option])} backends; {path} "
-                              f"runs on {name}")
+            raise ConfigError(f"{option}={value!r} applies to the {' and '.join(OPTION_BACKENDS[option])} "
+                              f"backend{'s' if len(OPTION_BACKENDS[option]) > 1 else ''}; {path} runs on {name}")
