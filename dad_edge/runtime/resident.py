@@ -30,6 +30,7 @@ is the host one), and computes in `submit`: tests hold it to the backend's plain
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import nullcontext
 from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
@@ -59,19 +60,11 @@ class _Slot:
         self.busy = False
         b = shape[0]
         # Allocated on the slot's stream, so the caching allocator ties the device blocks to it.
-        with torch.cuda.stream(self.stream) if cuda else _nothing():
+        with torch.cuda.stream(self.stream) if cuda else nullcontext():
             self.host_in = torch.empty(shape, dtype=torch.uint8, pin_memory=cuda)
             self.dev_in = torch.empty(shape, dtype=torch.uint8, device=device) if cuda else self.host_in
             self.dev_out = torch.empty((b, columns), dtype=torch.float32, device=device)
             self.host_out = torch.empty((b, columns), dtype=torch.float32, pin_memory=True) if cuda else self.dev_out
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class ResidentPipeline:
