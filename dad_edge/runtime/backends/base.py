@@ -23,9 +23,14 @@ INPUT_NAME = "image"  # float32 (B, C, S, S), pixel values 0..255 in model colou
 OUTPUT_NAMES = ("anomaly_map", "score")  # (B, 1, S, S) probabilities, (B,) top-k mean
 
 
+def as_orders(color_order: Union[str, Sequence[str]], n: int) -> List[str]:
+    """One colour order for all n frames, or one per frame -> one per frame."""
+    return [color_order] * n if isinstance(color_order, str) else list(color_order)
+
+
 def by_order(color_order: Union[str, Sequence[str]], n: int) -> List[Tuple[str, List[int]]]:
     """-> [(colour order, indices of the frames in it)]: the one split of a batch by colour order."""
-    orders = [color_order] * n if isinstance(color_order, str) else list(color_order)
+    orders = as_orders(color_order, n)
     return [(o, [i for i, x in enumerate(orders) if x == o]) for o in sorted(set(orders))]
 
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from dad_edge.errors import BackendError
-from dad_edge.runtime.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend
+from dad_edge.runtime.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend, as_orders
 from dad_edge.runtime.backends.cuda_runtime import Cuda, DeviceBuffer, device_index
 
 
@@ -113,7 +113,7 @@ class TensorRTBackend(Backend):
     def run(self, frames, color_order) -> Tuple[np.ndarray, np.ndarray]:
         """Backend.run; a batch the resident path takes (one frame shape and colour order) goes through it."""
         frames = list(frames)
-        orders = [color_order] * len(frames) if isinstance(color_order, str) else list(color_order)
+        orders = as_orders(color_order, len(frames))
         if self.resident is not None and self.resident.accepts(frames, orders):
             return self.resident.run(frames, orders[0])
         return self.infer(self.prepare(frames, color_order))

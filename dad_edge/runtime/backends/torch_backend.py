@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from dad_edge.errors import BackendError, ConfigError
-from dad_edge.runtime.backends.base import Backend, by_order
+from dad_edge.runtime.backends.base import Backend, as_orders, by_order
 from dad_edge.runtime.backends.cuda_graphs import GraphedCall
 
 
@@ -177,7 +177,7 @@ class TorchBackend(Backend):
         pipeline (resident=True), which returns before the GPU has finished; any other batch runs now."""
         self._check_open()
         frames = list(frames)
-        orders = [color_order] * len(frames) if isinstance(color_order, str) else list(color_order)
+        orders = as_orders(color_order, len(frames))
         if self.resident is not None and self.resident.accepts(frames, orders):
             with self._grad_off():
                 return self.resident.submit(frames, orders[0])
