@@ -258,8 +258,9 @@ class Detector:
         chunks = [(list(frames[start:start + self.batch_size]), orders[start:start + self.batch_size])
                   for start in range(0, len(frames), self.batch_size)]
         maps, scores = [], []
+        # The worker thread has work only where the backend prepares batches on the host.
         submitted = double_buffered(chunks, lambda c: self._host_stage(backend, *c), self._backend_stage,
-                                    enabled=self.pipeline)
+                                    enabled=self.pipeline and backend.prepares_on_host)
         for m, s in collected(submitted, backend.collect, backend.in_flight):
             maps.append(m)
             scores.append(s)
@@ -355,7 +356,7 @@ class Detector:
 
     def _submit_chunk(self, read: Tuple[Any, ...]) -> Tuple[Any, ...]:
         """The backend stage of one batch from _read_chunk, submitted (one backend call: the chunk is one batch)."""
-        chunk, slots, ready, prepared, resize_s = read
+        ready, prepared = read[2:4]
         t0 = time.perf_counter()
         return read, (self._backend_stage(prepared) if ready else None), t0
 

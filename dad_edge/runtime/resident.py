@@ -38,16 +38,15 @@ import numpy as np
 from dad_edge.errors import BackendError
 
 SLOTS = 2  # batches of one shape in flight at once: copy-in of the next overlaps compute of this one
-WARMUP_CALLS = 3  # torch's recipe (torch.cuda.graphs): eager calls on a side stream before capture
 
 
 class Ticket:
     """A submitted batch: collect it (once) for its (maps, scores)."""
 
-    __slots__ = ("slot", "count", "collected")
+    __slots__ = ("slot", "collected")
 
-    def __init__(self, slot: "_Slot", count: int):
-        self.slot, self.count, self.collected = slot, count, False
+    def __init__(self, slot: "_Slot"):
+        self.slot, self.collected = slot, False
 
 
 class _Slot:
@@ -116,7 +115,7 @@ class ResidentPipeline:
                 slot.host_out.copy_(slot.dev_out, non_blocking=True)  # one async copy out
                 slot.done.record(slot.stream)
         slot.busy = True
-        return Ticket(slot, len(frames))
+        return Ticket(slot)
 
     def collect(self, ticket: Ticket) -> Tuple[np.ndarray, np.ndarray]:
         """Wait for a submitted batch -> (maps float32 (B, S, S), scores float32 (B,)); frees its slot."""
@@ -192,22 +191,10 @@ class ResidentPipeline:
         return slot
 
     def _capture(self, slot: _Slot, color_order: str) -> None:
-        """torch's documented recipe: warm-up calls on a side stream, then capture (its own pool)."""
-        torch = self._torch
-        side = torch.cuda.Stream(device=self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_CALLS):
-                self._compute(slot, color_order)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self._compute(slot, color_order)
-        except RuntimeError as exc:
-            raise BackendError(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); run with "
-                               "cuda_graphs=False") from exc
-        slot.graph = graph
+        """The slot's whole call captured (backends/cuda_graphs.capture: torch's recipe, the graph's own pool)."""
+        from dad_edge.runtime.backends.cuda_graphs import capture
+
+        slot.graph, _ = capture(self._torch, lambda: self._compute(slot, color_order), self.device)
         self.captures += 1
 
 

@@ -43,21 +43,8 @@ class GraphedCall:
         return len(self._graphs)
 
     def _capture(self, inputs):
-        torch = self._torch
         static = tuple(t.clone() for t in inputs)
-        side = torch.cuda.Stream(device=static[0].device)
-        side.wait_stream(torch.cuda.current_stream(static[0].device))
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_CALLS):
-                self.fn(*static)
-        torch.cuda.current_stream(static[0].device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                outputs = self.fn(*static)
-        except RuntimeError as exc:
-            raise BackendError(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); run with "
-                               "cuda_graphs=False") from exc
+        graph, outputs = capture(self._torch, lambda: self.fn(*static), static[0].device)
         self.captures += 1
         return graph, static, outputs
 
@@ -77,3 +64,23 @@ class GraphedCall:
             dst.copy_(src)
         graph.replay()
         return outputs
+
+
+def capture(torch, fn: Callable[[], Any], device) -> Tuple[Any, Any]:
+    """fn() captured into a torch.cuda.CUDAGraph by torch's documented recipe: WARMUP_CALLS eager calls on a
+    side stream, then the capture (the graph's own memory pool) -> (graph, fn's outputs, which each replay
+    rewrites). fn must be capturable (GraphedCall's doc); a failed capture is a BackendError."""
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(WARMUP_CALLS):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            outputs = fn()
+    except RuntimeError as exc:
+        raise BackendError(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); run with "
+                           "cuda_graphs=False") from exc
+    return graph, outputs
